@@ -1,0 +1,70 @@
+"""Timestep and gamma schedules over a run of optimizer steps.
+
+DreamSampler follows the reverse-diffusion schedule (main paper Alg. 2, line 3: ``t <- i``) rather
+than SDS's ``t ~ U[t_min, t_max]``; over a run of ``num_steps`` optimizer steps the timestep
+decreases from ``max_step`` to ``min_step``. Shapes of the decrease:
+
+- ``linear``: t_k = max - (max - min) * k / (n - 1)
+- ``sqrt``:   t_k = min + (max - min) * (1 - sqrt(k / (n - 1)))        (HiFA's sqrt annealing)
+- ``cosine``: t_k = min + (max - min) * (1 + cos(pi * k / (n - 1))) / 2
+
+with ``n = ceil(num_steps / steps_per_timestep)`` distinct indices, so several optimizer steps can
+share one timestep (the inner argmin of eq. 13 solved with more than one step).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+TIMESTEP_SCHEDULES = ("linear", "sqrt", "cosine")
+GAMMA_SCHEDULES = ("constant", "alpha", "scaled_alpha")
+
+
+def decreasing_timesteps(
+    num_steps: int,
+    min_step: int,
+    max_step: int,
+    schedule: str = "linear",
+    steps_per_timestep: int = 1,
+) -> Tensor:
+    """Descending integer timesteps for ``num_steps`` optimizer steps (see module docstring)."""
+    if schedule not in TIMESTEP_SCHEDULES:
+        raise ValueError(f"unknown timestep schedule {schedule!r}; choose one of {TIMESTEP_SCHEDULES}")
+    if int(min_step) >= int(max_step):
+        raise ValueError(f"min_step ({min_step}) must be smaller than max_step ({max_step})")
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if steps_per_timestep < 1:
+        raise ValueError(f"steps_per_timestep must be >= 1, got {steps_per_timestep}")
+    n = math.ceil(num_steps / steps_per_timestep)
+    frac = torch.linspace(0.0, 1.0, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
+    if schedule == "linear":
+        level = 1.0 - frac
+    elif schedule == "sqrt":
+        level = 1.0 - frac.sqrt()
+    else:
+        level = 0.5 * (1.0 + torch.cos(math.pi * frac))
+    t = min_step + (max_step - min_step) * level
+    return t.round().long()
+
+
+def index_for_step(global_step: int, steps_per_timestep: int, num_indices: int) -> int:
+    """The schedule index an optimizer step uses (clamped to the last index after the run)."""
+    return min(max(int(global_step), 0) // int(steps_per_timestep), int(num_indices) - 1)
+
+
+def gamma_schedule(kind: str, alpha_bar: Tensor, scale: float = 1.0) -> Tensor:
+    """Weight gamma_t between distillation and regularization.
+
+    ``constant``: gamma = scale; ``alpha``: gamma = abar_t (eq. 18, eq. 21);
+    ``scaled_alpha``: gamma = scale * abar_t (editing, supp. sec. 2.2, C in [0.1, 0.3]).
+    """
+    if kind == "constant":
+        return torch.full_like(alpha_bar, float(scale))
+    if kind == "alpha":
+        return alpha_bar.clone()
+    if kind == "scaled_alpha":
+        return float(scale) * alpha_bar
+    raise ValueError(f"unknown gamma schedule {kind!r}; choose one of {GAMMA_SCHEDULES}")

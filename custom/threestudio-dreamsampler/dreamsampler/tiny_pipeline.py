@@ -1,0 +1,122 @@
+"""A tiny Stable-Diffusion-shaped pipeline with random weights, for tests and offline smoke runs.
+
+No model hub is needed: the UNet, VAE, CLIP text encoder and a character-level CLIP tokenizer (its
+vocabulary written here) are built from small configs, saved with ``save_pretrained`` and then
+loaded by the same ``from_pretrained`` path a real model id takes. The VAE has four levels, so a
+512x512 image maps to a 4x64x64 latent exactly as in Stable Diffusion; the scheduler is SD's
+(scaled-linear betas 0.00085 -> 0.012, 1000 steps). The outputs are noise-like images: the point is
+the shapes, the code paths and the numerics, not the pictures.
+
+Command line: ``python -m dreamsampler.tiny_pipeline <out_dir>``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+SCHEDULER_CONFIG = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=1,
+    prediction_type="epsilon",
+)
+
+
+def _byte_vocab():
+    """GPT-2/CLIP byte-to-unicode table: every byte maps to one printable character."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def tiny_vocabulary() -> dict:
+    """A character-level CLIP vocabulary: each byte, alone or word-final, plus the specials."""
+    chars = _byte_vocab()
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    return {t: i for i, t in enumerate(tokens)}
+
+
+def build_tiny_pipeline(out_dir, seed: int = 0, overwrite: bool = False) -> str:
+    """Build and save the tiny pipeline under ``out_dir``; returns the path (reused if present)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    out = Path(out_dir)
+    if (out / "model_index.json").exists() and not overwrite:
+        return str(out)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=64,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 8, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=512,
+        scaling_factor=0.18215,
+    )
+    tokenizer = CLIPTokenizer(vocab=tiny_vocabulary(), merges=[], model_max_length=77)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=DDIMScheduler(**SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(str(out))
+    return str(out)
+
+
+def default_location() -> str:
+    """Where launch.sh and the tests keep the tiny pipeline (override with DREAMSAMPLER_TINY_SD)."""
+    return os.environ.get(
+        "DREAMSAMPLER_TINY_SD",
+        os.path.join(os.path.expanduser("~"), ".cache", "threestudio-dreamsampler", "tiny-sd"),
+    )
+
+
+if __name__ == "__main__":
+    print(build_tiny_pipeline(sys.argv[1] if len(sys.argv) > 1 else default_location()))

@@ -1,0 +1,278 @@
+"""``dreamsampler-guidance``: a drop-in for threestudio's ``stable-diffusion-guidance``.
+
+Same call signature, output keys and config fields where they mean the same thing; what changes is
+where the timestep and the noise come from (main paper Alg. 2): the timestep follows a decreasing
+schedule over the run (advanced by ``update_step``) and the noise added to the render is the noise
+the UNet predicted at the previous step (carried by :class:`dreamsampler.DreamSampler`, optionally
+one memory per camera index). The math lives in the core; this file translates threestudio's
+config, prompt embeddings and batches into core calls.
+
+CFG follows the paper (eq. 6): ``eps(null) + w * (eps(c) - eps(null))``; threestudio's guidance uses
+``eps(c) + w * (eps(c) - eps(null))``, i.e. our ``w`` is its ``w + 1``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+import threestudio
+from threestudio.utils.base import BaseObject
+from threestudio.utils.misc import C, cleanup
+from threestudio.utils.typing import *
+
+from ..dreamsampler import DreamSampler, decreasing_timesteps, index_for_step
+from ..dreamsampler import distill
+from ..dreamsampler.schedules import TIMESTEP_SCHEDULES
+from .sd_model import load_sd_components
+
+MODES = ("dreamsampler", "sds")
+
+
+@threestudio.register("dreamsampler-guidance")
+class DreamSamplerGuidance(BaseObject):
+    @dataclass
+    class Config(BaseObject.Config):
+        # fields shared with stable-diffusion-guidance
+        pretrained_model_name_or_path: str = "runwayml/stable-diffusion-v1-5"
+        enable_memory_efficient_attention: bool = False
+        enable_sequential_cpu_offload: bool = False
+        enable_attention_slicing: bool = False
+        enable_channels_last_format: bool = False
+        guidance_scale: float = 100.0
+        grad_clip: Optional[Any] = None
+        half_precision_weights: bool = True
+        min_step_percent: Any = 0.02
+        max_step_percent: Any = 0.98
+        trainer_max_steps: int = 10000  # length of the decreasing schedule; set to ${trainer.max_steps}
+        weighting_strategy: str = "sds"
+        view_dependent_prompting: bool = True
+        max_items_eval: int = 4
+        # DreamSampler
+        mode: str = "dreamsampler"  # dreamsampler | sds (reference: random t, fresh noise)
+        timestep_schedule: str = "linear"  # linear | sqrt | cosine
+        steps_per_timestep: int = 1
+        eta: float = 0.0
+        per_view_noise: bool = False  # one noise memory per batch["index"] (fixed multi-view data)
+        pixel_loss: bool = False  # also return loss_pixel = ||x - D(z0^)||^2 (supp. eq. 19)
+        return_target: bool = False  # also return the decoded target D(z0^) as "target_rgb"
+        on_nonfinite: str = "raise"  # raise | skip
+
+    cfg: Config
+
+    # ------------------------------------------------------------------ set-up
+    def configure(self) -> None:
+        self._validate()
+        if self.device.type != "cuda" and self.cfg.half_precision_weights:
+            threestudio.info("dreamsampler-guidance: no CUDA device, using float32 weights")
+        use_half = self.cfg.half_precision_weights and self.device.type == "cuda"
+        self.weights_dtype = torch.float16 if use_half else torch.float32
+        threestudio.info(f"Loading Stable Diffusion from {self.cfg.pretrained_model_name_or_path} ...")
+        self.vae, self.unet, scheduler = load_sd_components(
+            self.cfg.pretrained_model_name_or_path,
+            self.weights_dtype,
+            self.device,
+            field_name="guidance.pretrained_model_name_or_path",
+            memory_efficient_attention=self.cfg.enable_memory_efficient_attention,
+            attention_slicing=self.cfg.enable_attention_slicing,
+            channels_last=self.cfg.enable_channels_last_format,
+            sequential_cpu_offload=self.cfg.enable_sequential_cpu_offload,
+        )
+        cleanup()
+        self.scheduler = scheduler
+        self.num_train_timesteps = scheduler.config.num_train_timesteps
+        self.alphas: Float[Tensor, "T"] = scheduler.alphas_cumprod.to(self.device)
+        self.grad_clip_val: Optional[float] = None
+        self.set_min_max_steps(C(self.cfg.min_step_percent, 0, 0), C(self.cfg.max_step_percent, 0, 0))
+        self.sampler = DreamSampler(
+            self.alphas.cpu(),
+            decreasing_timesteps(
+                self.cfg.trainer_max_steps,
+                self.min_step,
+                self.max_step,
+                self.cfg.timestep_schedule,
+                self.cfg.steps_per_timestep,
+            ),
+            eta=self.cfg.eta,
+        )
+        self.index = 0
+        threestudio.info("Loaded Stable Diffusion!")
+
+    def _validate(self) -> None:
+        cfg = self.cfg
+        if cfg.mode not in MODES:
+            raise ValueError(f"guidance.mode={cfg.mode!r} is unknown; choose one of {MODES}")
+        lo, hi = C(cfg.min_step_percent, 0, 0), C(cfg.max_step_percent, 0, 0)
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ValueError(
+                f"guidance.min_step_percent ({lo}) must be smaller than guidance.max_step_percent ({hi}), both in [0, 1]"
+            )
+        if not 0.0 <= cfg.eta <= 1.0:
+            raise ValueError(f"guidance.eta must lie in [0, 1], got {cfg.eta}")
+        if cfg.timestep_schedule not in TIMESTEP_SCHEDULES:
+            raise ValueError(
+                f"guidance.timestep_schedule={cfg.timestep_schedule!r} is unknown; choose one of {TIMESTEP_SCHEDULES}"
+            )
+        if cfg.weighting_strategy not in distill.WEIGHTING_STRATEGIES:
+            raise ValueError(
+                f"guidance.weighting_strategy={cfg.weighting_strategy!r} is unknown; "
+                f"choose one of {distill.WEIGHTING_STRATEGIES}"
+            )
+        if cfg.on_nonfinite not in ("raise", "skip"):
+            raise ValueError(f"guidance.on_nonfinite={cfg.on_nonfinite!r} must be 'raise' or 'skip'")
+        if cfg.steps_per_timestep < 1 or cfg.trainer_max_steps < 1:
+            raise ValueError("guidance.steps_per_timestep and guidance.trainer_max_steps must be >= 1")
+
+    def set_min_max_steps(self, min_step_percent=0.02, max_step_percent=0.98):
+        self.min_step = int(self.num_train_timesteps * min_step_percent)
+        self.max_step = int(self.num_train_timesteps * max_step_percent)
+
+    # ------------------------------------------------------------ model calls
+    @torch.cuda.amp.autocast(enabled=False)
+    def forward_unet(self, latents, t, encoder_hidden_states):
+        input_dtype = latents.dtype
+        return self.unet(
+            latents.to(self.weights_dtype),
+            t.to(self.weights_dtype),
+            encoder_hidden_states=encoder_hidden_states.to(self.weights_dtype),
+        ).sample.to(input_dtype)
+
+    @torch.cuda.amp.autocast(enabled=False)
+    def encode_images(self, imgs: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B 4 h w"]:
+        input_dtype = imgs.dtype
+        posterior = self.vae.encode((imgs * 2.0 - 1.0).to(self.weights_dtype)).latent_dist
+        return (posterior.sample() * self.vae.config.scaling_factor).to(input_dtype)
+
+    @torch.cuda.amp.autocast(enabled=False)
+    def decode_latents(self, latents: Float[Tensor, "B 4 h w"]) -> Float[Tensor, "B 3 H W"]:
+        input_dtype = latents.dtype
+        image = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.weights_dtype)).sample
+        return (image * 0.5 + 0.5).clamp(0, 1).to(input_dtype)
+
+    @torch.no_grad()
+    def predict_noise(self, z_t, t, prompt_utils, elevation, azimuth, camera_distances):
+        """CFG noise prediction eps^ (eq. 6, or Perp-Neg when the prompt processor asks for it)."""
+        b = z_t.shape[0]
+        if prompt_utils.use_perp_neg:
+            emb, neg_w = prompt_utils.get_text_embeddings_perp_neg(
+                elevation, azimuth, camera_distances, self.cfg.view_dependent_prompting
+            )
+            eps = self.forward_unet(torch.cat([z_t] * 4), torch.cat([t] * 4), emb)
+            return distill.perp_neg_cfg(eps[:b], eps[b : 2 * b], eps[2 * b :], neg_w, self.cfg.guidance_scale)
+        emb = prompt_utils.get_text_embeddings(
+            elevation, azimuth, camera_distances, self.cfg.view_dependent_prompting
+        )
+        eps_cond, eps_uncond = self.forward_unet(torch.cat([z_t] * 2), torch.cat([t] * 2), emb).chunk(2)
+        return distill.cfg(eps_uncond, eps_cond, self.cfg.guidance_scale)
+
+    # ------------------------------------------------------------------ call
+    def __call__(
+        self,
+        rgb: Float[Tensor, "B H W C"],
+        prompt_utils,
+        elevation: Float[Tensor, "B"],
+        azimuth: Float[Tensor, "B"],
+        camera_distances: Float[Tensor, "B"],
+        rgb_as_latents: bool = False,
+        guidance_eval: bool = False,
+        **kwargs,
+    ):
+        batch_size = rgb.shape[0]
+        rgb_BCHW = rgb.permute(0, 3, 1, 2)
+        rgb_512 = F.interpolate(rgb_BCHW, (512, 512), mode="bilinear", align_corners=False)
+        if rgb_as_latents:
+            latents = F.interpolate(rgb_BCHW, (64, 64), mode="bilinear", align_corners=False)
+        else:
+            latents = self.encode_images(rgb_512)
+
+        keys = kwargs.get("index") if self.cfg.per_view_noise else None
+        if isinstance(keys, Tensor) and keys.dim() == 0:
+            keys = keys.view(1)
+        with torch.no_grad():
+            if self.cfg.mode == "sds":
+                t = torch.randint(self.min_step, self.max_step + 1, [batch_size], dtype=torch.long, device=self.device)
+                eps_tilde = torch.randn_like(latents)
+                a = self.alphas[t].view(-1, 1, 1, 1).to(latents)
+                z_t = a.sqrt() * latents + (1 - a).sqrt() * eps_tilde
+            else:
+                t = self.sampler.timesteps[self.index].to(self.device).expand(batch_size)
+                z_t = self.sampler.add_noise(latents.detach(), self.index, key=keys)
+                eps_tilde = self.sampler.noise_tilde(self.index, key=keys)
+            eps_hat = self.predict_noise(z_t, t, prompt_utils, elevation, azimuth, camera_distances)
+
+        a = self.alphas[t].view(-1, 1, 1, 1).to(latents)
+        grad = distill.weighting(self.cfg.weighting_strategy, a) * (eps_hat - eps_tilde)
+        if not (torch.isfinite(eps_hat).all() and torch.isfinite(grad).all()):
+            return self._non_finite(latents, t)
+        if self.cfg.mode != "sds":
+            z0_hat = self.sampler.step(z_t, eps_hat, self.index, key=keys)
+        else:
+            z0_hat = distill.tweedie(z_t, eps_hat, a)
+        if self.grad_clip_val is not None:
+            grad = grad.clamp(-self.grad_clip_val, self.grad_clip_val)
+
+        out = {
+            "loss_sds": distill.surrogate_loss(latents, grad),
+            "grad_norm": grad.norm(),
+            "min_step": self.min_step,
+            "max_step": self.max_step,
+            "timestep": int(t[0]),
+        }
+        if self.cfg.pixel_loss or self.cfg.return_target or guidance_eval:
+            with torch.no_grad():
+                target = self.decode_latents(z0_hat)
+            if self.cfg.pixel_loss:
+                out["loss_pixel"] = distill.pixel_loss(rgb_512, target)
+            if self.cfg.return_target or guidance_eval:
+                out["target_rgb"] = target.permute(0, 2, 3, 1)
+        if guidance_eval:
+            out["eval"] = self._guidance_eval(z_t, z0_hat, t, elevation, azimuth, camera_distances)
+        return out
+
+    def _non_finite(self, latents, t):
+        msg = f"dreamsampler-guidance: non-finite noise prediction or gradient at timestep {int(t[0])}"
+        if self.cfg.on_nonfinite == "raise":
+            raise FloatingPointError(msg + " (set guidance.on_nonfinite=skip to skip such steps)")
+        threestudio.warn(msg + "; skipping this step")
+        zero = (latents * 0.0).sum()
+        return {"loss_sds": zero, "grad_norm": zero.detach(), "min_step": self.min_step,
+                "max_step": self.max_step, "timestep": int(t[0])}
+
+    @torch.no_grad()
+    def _guidance_eval(self, z_t, z0_hat, t, elevation, azimuth, camera_distances):
+        bs = z_t.shape[0] if self.cfg.max_items_eval <= 0 else min(self.cfg.max_items_eval, z_t.shape[0])
+        texts = [
+            f"n{float(tt) / self.num_train_timesteps:.02f}\ne{e.item():.01f}\na{a.item():.01f}\nc{c.item():.02f}"
+            for tt, e, a, c in zip(t[:bs], elevation, azimuth, camera_distances)
+        ]
+        return {
+            "bs": bs,
+            "noise_levels": [float(tt) / self.num_train_timesteps for tt in t[:bs]],
+            "imgs_noisy": self.decode_latents(z_t[:bs]).permute(0, 2, 3, 1),
+            "imgs_1orig": self.decode_latents(z0_hat[:bs]).permute(0, 2, 3, 1),
+            "texts": texts,
+        }
+
+    # ------------------------------------------------------- schedule & state
+    def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False):
+        if self.cfg.grad_clip is not None:
+            self.grad_clip_val = C(self.cfg.grad_clip, epoch, global_step)
+        if self.cfg.mode == "sds":
+            self.set_min_max_steps(
+                C(self.cfg.min_step_percent, epoch, global_step), C(self.cfg.max_step_percent, epoch, global_step)
+            )
+        self.index = index_for_step(global_step, self.cfg.steps_per_timestep, len(self.sampler))
+
+    @property
+    def current_timestep(self) -> int:
+        return int(self.sampler.timesteps[self.index])
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Schedule position and carried noise, for the system's checkpoint."""
+        return {"index": self.index, "sampler": self.sampler.state_dict()}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.index = int(state["index"])
+        self.sampler.load_state_dict(state["sampler"])
