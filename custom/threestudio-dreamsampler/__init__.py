@@ -1,2 +1,2 @@
 """threestudio-dreamsampler: registers the extension's guidances, systems and data modules."""
-from . import guidance
+from . import data, guidance
