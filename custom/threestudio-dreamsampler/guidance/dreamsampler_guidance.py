@@ -25,10 +25,9 @@ from threestudio.utils.typing import *
 
 from ..dreamsampler import DreamSampler, decreasing_timesteps, index_for_step
 from ..dreamsampler import distill
+from ..dreamsampler.modes import ARTIFACT_DESCRIPTORS, MODES, bridge_direction, dds_direction, source_prompt
 from ..dreamsampler.schedules import TIMESTEP_SCHEDULES
 from .sd_model import load_sd_components
-
-MODES = ("dreamsampler", "sds")
 
 
 @threestudio.register("dreamsampler-guidance")
@@ -51,7 +50,7 @@ class DreamSamplerGuidance(BaseObject):
         view_dependent_prompting: bool = True
         max_items_eval: int = 4
         # DreamSampler
-        mode: str = "dreamsampler"  # dreamsampler | sds (reference: random t, fresh noise)
+        mode: str = "dreamsampler"  # dreamsampler | sds | bridge | dds | lmc (see dreamsampler/modes.py)
         timestep_schedule: str = "linear"  # linear | sqrt | cosine
         steps_per_timestep: int = 1
         eta: float = 0.0
@@ -59,6 +58,13 @@ class DreamSamplerGuidance(BaseObject):
         pixel_loss: bool = False  # also return loss_pixel = ||x - D(z0^)||^2 (supp. eq. 19)
         return_target: bool = False  # also return the decoded target D(z0^) as "target_rgb"
         on_nonfinite: str = "raise"  # raise | skip
+        # bridge / dds: the source prompt y_src, encoded by a prompt processor built like the system's
+        source_prompt: Optional[str] = None  # bridge default: the target prompt + source_suffix
+        source_suffix: str = ARTIFACT_DESCRIPTORS  # bridge: artifact (or domain, e.g. ", painting") descriptors
+        bridge_scale: float = 1.0  # w of w * (eps(y_tgt) - eps(y_src))
+        bridge_start_step: int = 0  # plain SDS before this step (the paper's stage 1), bridge after
+        prompt_processor_type: str = "stable-diffusion-prompt-processor"
+        prompt_processor: dict = field(default_factory=dict)  # e.g. ${system.prompt_processor}
 
     cfg: Config
 
@@ -98,7 +104,23 @@ class DreamSamplerGuidance(BaseObject):
             eta=self.cfg.eta,
         )
         self.index = 0
+        self.global_step = 0
+        self.source_prompt_utils = self._source_prompt_utils() if self.cfg.mode in ("bridge", "dds") else None
         threestudio.info("Loaded Stable Diffusion!")
+
+    def _source_prompt_utils(self):
+        """Embeddings of y_src from a prompt processor configured like the system's (view-dependent too)."""
+        pp = dict(self.cfg.prompt_processor)
+        if self.cfg.mode == "dds" and not (self.cfg.source_prompt or "").strip():
+            raise ValueError("guidance.mode=dds needs guidance.source_prompt (a description of the source image)")
+        if not pp:
+            raise ValueError(
+                f"guidance.mode={self.cfg.mode} needs guidance.prompt_processor (set it to ${{system.prompt_processor}})"
+            )
+        pp["prompt"] = source_prompt(pp.get("prompt", ""), self.cfg.source_prompt, self.cfg.source_suffix)
+        pp.setdefault("pretrained_model_name_or_path", self.cfg.pretrained_model_name_or_path)
+        threestudio.info(f"guidance source prompt y_src: {pp['prompt']!r}")
+        return threestudio.find(self.cfg.prompt_processor_type)(pp)()
 
     def _validate(self) -> None:
         cfg = self.cfg
@@ -179,6 +201,8 @@ class DreamSamplerGuidance(BaseObject):
         guidance_eval: bool = False,
         **kwargs,
     ):
+        if self.cfg.pixel_loss and rgb_as_latents:
+            raise ValueError("guidance.pixel_loss needs RGB renders; it cannot be used with rgb_as_latents")
         batch_size = rgb.shape[0]
         rgb_BCHW = rgb.permute(0, 3, 1, 2)
         rgb_512 = F.interpolate(rgb_BCHW, (512, 512), mode="bilinear", align_corners=False)
@@ -190,26 +214,28 @@ class DreamSamplerGuidance(BaseObject):
         keys = kwargs.get("index") if self.cfg.per_view_noise else None
         if isinstance(keys, Tensor) and keys.dim() == 0:
             keys = keys.view(1)
+        carried = self.cfg.mode == "dreamsampler"
         with torch.no_grad():
-            if self.cfg.mode == "sds":
-                t = torch.randint(self.min_step, self.max_step + 1, [batch_size], dtype=torch.long, device=self.device)
-                eps_tilde = torch.randn_like(latents)
-                a = self.alphas[t].view(-1, 1, 1, 1).to(latents)
-                z_t = a.sqrt() * latents + (1 - a).sqrt() * eps_tilde
-            else:
+            if carried:
                 t = self.sampler.timesteps[self.index].to(self.device).expand(batch_size)
                 z_t = self.sampler.add_noise(latents.detach(), self.index, key=keys)
                 eps_tilde = self.sampler.noise_tilde(self.index, key=keys)
-            eps_hat = self.predict_noise(z_t, t, prompt_utils, elevation, azimuth, camera_distances)
+            else:
+                t = torch.randint(self.min_step, self.max_step + 1, [batch_size], dtype=torch.long, device=self.device)
+                eps_tilde = torch.randn_like(latents)
+                z_t = self._noised(latents, t, eps_tilde)
+            direction, eps_target = self._direction(
+                latents, z_t, t, eps_tilde, prompt_utils, elevation, azimuth, camera_distances, kwargs
+            )
 
         a = self.alphas[t].view(-1, 1, 1, 1).to(latents)
-        grad = distill.weighting(self.cfg.weighting_strategy, a) * (eps_hat - eps_tilde)
-        if not (torch.isfinite(eps_hat).all() and torch.isfinite(grad).all()):
+        grad = distill.weighting(self.cfg.weighting_strategy, a) * direction
+        if not (torch.isfinite(eps_target).all() and torch.isfinite(grad).all()):
             return self._non_finite(latents, t)
-        if self.cfg.mode != "sds":
-            z0_hat = self.sampler.step(z_t, eps_hat, self.index, key=keys)
+        if carried:
+            z0_hat = self.sampler.step(z_t, eps_target, self.index, key=keys)
         else:
-            z0_hat = distill.tweedie(z_t, eps_hat, a)
+            z0_hat = distill.tweedie(z_t, eps_target, a)
         if self.grad_clip_val is not None:
             grad = grad.clamp(-self.grad_clip_val, self.grad_clip_val)
 
@@ -230,6 +256,33 @@ class DreamSamplerGuidance(BaseObject):
         if guidance_eval:
             out["eval"] = self._guidance_eval(z_t, z0_hat, t, elevation, azimuth, camera_distances)
         return out
+
+    def _noised(self, latents, t, noise):
+        a = self.alphas[t].view(-1, 1, 1, 1).to(latents)
+        return a.sqrt() * latents.detach() + (1 - a).sqrt() * noise
+
+    def _direction(self, latents, z_t, t, eps_tilde, prompt_utils, elevation, azimuth, camera_distances, batch):
+        """(direction d with grad = w(t) * d, the eps whose Tweedie estimate is the target) per mode."""
+        mode = self.cfg.mode
+        if mode == "bridge" and self.global_step < self.cfg.bridge_start_step:
+            mode = "sds"  # the bridge paper's stage 1
+        if mode in ("sds", "dreamsampler"):
+            eps_hat = self.predict_noise(z_t, t, prompt_utils, elevation, azimuth, camera_distances)
+            return eps_hat - eps_tilde, eps_hat
+        vd = self.cfg.view_dependent_prompting
+        b = z_t.shape[0]
+        tgt = prompt_utils.get_text_embeddings(elevation, azimuth, camera_distances, vd)[:b]
+        src = self.source_prompt_utils.get_text_embeddings(elevation, azimuth, camera_distances, vd)[:b]
+        if mode == "bridge":
+            eps_tgt, eps_src = self.forward_unet(torch.cat([z_t, z_t]), torch.cat([t, t]), torch.cat([tgt, src])).chunk(2)
+            return bridge_direction(eps_tgt, eps_src, self.cfg.bridge_scale), eps_tgt
+        # dds: the source image noised with the same t and noise
+        if batch.get("source_rgb") is None:
+            raise ValueError("guidance.mode=dds needs the source image: pass source_rgb [B, H, W, 3] in the batch")
+        src_512 = F.interpolate(batch["source_rgb"].permute(0, 3, 1, 2), (512, 512), mode="bilinear", align_corners=False)
+        z_src_t = self._noised(self.encode_images(src_512), t, eps_tilde)
+        eps_tgt, eps_src = self.forward_unet(torch.cat([z_t, z_src_t]), torch.cat([t, t]), torch.cat([tgt, src])).chunk(2)
+        return dds_direction(eps_tgt, eps_src, self.cfg.guidance_scale), eps_tgt
 
     def _non_finite(self, latents, t):
         msg = f"dreamsampler-guidance: non-finite noise prediction or gradient at timestep {int(t[0])}"
@@ -259,10 +312,11 @@ class DreamSamplerGuidance(BaseObject):
     def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False):
         if self.cfg.grad_clip is not None:
             self.grad_clip_val = C(self.cfg.grad_clip, epoch, global_step)
-        if self.cfg.mode == "sds":
+        if self.cfg.mode != "dreamsampler":
             self.set_min_max_steps(
                 C(self.cfg.min_step_percent, epoch, global_step), C(self.cfg.max_step_percent, epoch, global_step)
             )
+        self.global_step = global_step
         self.index = index_for_step(global_step, self.cfg.steps_per_timestep, len(self.sampler))
 
     @property

@@ -40,5 +40,5 @@ def load_sd_components(
     if channels_last:
         unet.to(memory_format=torch.channels_last)
     if sequential_cpu_offload:
-        raise ValueError(f"sequential CPU offload is not supported by this guidance; unset enable_sequential_cpu_offload")
+        raise ValueError("sequential CPU offload is not supported by this guidance; unset enable_sequential_cpu_offload")
     return vae.to(device), unet.to(device), scheduler

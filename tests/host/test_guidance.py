@@ -1,0 +1,207 @@
+"""dreamsampler-guidance inside real threestudio (CPU, tiny pipeline, real prompt processor)."""
+import math
+
+import pytest
+import torch
+
+from dreamsampler import distill
+
+pytestmark = pytest.mark.threestudio
+
+PROMPT = "a photo of a cat"
+
+
+@pytest.fixture(scope="module")
+def prompt_utils(ts, tiny_sd, tmp_path_factory):
+    return make_prompt_utils(ts, tiny_sd, tmp_path_factory, PROMPT)
+
+
+def make_prompt_utils(ts, tiny_sd, tmp_path_factory, prompt):
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("pp"))
+    try:
+        return ts.find("stable-diffusion-prompt-processor")(
+            {"pretrained_model_name_or_path": tiny_sd, "prompt": prompt, "spawn": False}
+        )()
+    finally:
+        os.chdir(cwd)
+
+
+def make_guidance(ts, tiny_sd, **cfg):
+    base = {"pretrained_model_name_or_path": tiny_sd, "guidance_scale": 7.5, "trainer_max_steps": 10}
+    base.update(cfg)
+    return ts.find("dreamsampler-guidance")(base)
+
+
+def cams(b=1):
+    return dict(elevation=torch.zeros(b), azimuth=torch.zeros(b), camera_distances=torch.full((b,), 2.0))
+
+
+def test_outputs_keys_shapes_and_fp32_on_cpu(ts, tiny_sd, prompt_utils):
+    g = make_guidance(ts, tiny_sd, half_precision_weights=True, pixel_loss=True, return_target=True)
+    assert g.weights_dtype == torch.float32 and next(g.unet.parameters()).dtype == torch.float32
+    rgb = torch.rand(2, 64, 64, 3, requires_grad=True)
+    g.update_step(0, 0)
+    out = g(rgb, prompt_utils, **cams(2))
+    assert {"loss_sds", "grad_norm", "min_step", "max_step", "timestep", "loss_pixel", "target_rgb"} <= set(out)
+    assert out["loss_sds"].dim() == 0 and torch.isfinite(out["loss_sds"]) and torch.isfinite(out["loss_pixel"])
+    assert out["target_rgb"].shape == (2, 512, 512, 3)
+    assert out["timestep"] == g.max_step == 980 and out["min_step"] == 20
+    (out["loss_sds"] + out["loss_pixel"]).backward()
+    assert rgb.grad is not None and torch.isfinite(rgb.grad).all() and rgb.grad.abs().sum() > 0
+    assert all(p.grad is None for p in g.unet.parameters()), "gradient flowed into the UNet"
+    assert all(p.grad is None for p in g.vae.parameters()), "gradient flowed into the VAE weights"
+
+
+@pytest.mark.parametrize("schedule", ["linear", "sqrt", "cosine"])
+def test_timestep_decreases_over_the_run(ts, tiny_sd, prompt_utils, schedule):
+    g = make_guidance(ts, tiny_sd, timestep_schedule=schedule)
+    seen = []
+    for step in range(12):  # two steps past trainer_max_steps: the schedule holds its last value
+        g.update_step(0, step)
+        seen.append(g(torch.rand(1, 32, 32, 3), prompt_utils, **cams())["timestep"])
+    assert seen[0] == 980 and seen[9] == 20 and seen[-1] == 20
+    assert all(b <= a for a, b in zip(seen, seen[1:])) and len(set(seen)) >= 9
+
+
+def test_next_step_noise_is_the_previous_cfg_prediction(ts, tiny_sd, prompt_utils):
+    """Alg. 2: at step 1 the noise added is eps^ predicted at step 0 (eta = 0), computed here by hand."""
+    g = make_guidance(ts, tiny_sd, view_dependent_prompting=False)
+    z = torch.randn(1, 4, 64, 64)
+    g.update_step(0, 0)
+    g(z.permute(0, 2, 3, 1), prompt_utils, rgb_as_latents=True, **cams())
+    t0 = g.sampler.timesteps[0]
+    a0 = g.alphas[t0]
+    z_t = a0.sqrt() * z + (1 - a0).sqrt() * g.sampler.noise_tilde(0)
+    emb = prompt_utils.get_text_embeddings(**cams(), view_dependent_prompting=False)
+    with torch.no_grad():
+        cond = g.unet(z_t, t0, encoder_hidden_states=emb[:1]).sample
+        uncond = g.unet(z_t, t0, encoder_hidden_states=emb[1:]).sample
+    eps_hat = uncond + 7.5 * (cond - uncond)
+    g.update_step(0, 1)
+    g(z.permute(0, 2, 3, 1), prompt_utils, rgb_as_latents=True, **cams())
+    assert torch.allclose(g.sampler.noise_tilde(1), eps_hat, atol=1e-5)
+
+
+def test_per_view_noise_keys_follow_the_batch_index(ts, tiny_sd, prompt_utils):
+    g = make_guidance(ts, tiny_sd, per_view_noise=True)
+    g.update_step(0, 0)
+    g(torch.rand(2, 32, 32, 3), prompt_utils, index=torch.tensor([4, 7]), **cams(2))
+    g.update_step(0, 1)
+    g(torch.rand(1, 32, 32, 3), prompt_utils, index=torch.tensor([7]), **cams())
+    assert g.sampler.noise_tilde(1, key=[7]).shape == (1, 4, 64, 64)
+    with pytest.raises(RuntimeError, match="view key 4"):
+        g.sampler.noise_tilde(1, key=[4])
+
+
+def test_state_round_trip_continues_identically(ts, tiny_sd, prompt_utils):
+    a, b = make_guidance(ts, tiny_sd, eta=0.5), make_guidance(ts, tiny_sd, eta=0.5)
+    x = torch.rand(1, 32, 32, 3)
+    for step in range(3):
+        a.update_step(0, step)
+        a(x, prompt_utils, **cams())
+    b.load_state_dict(a.state_dict())
+    outs = []
+    for g in (a, b):
+        g.update_step(0, 3)
+        torch.manual_seed(5)  # the VAE posterior sample and eta's fresh noise
+        outs.append(g(x, prompt_utils, **cams())["loss_sds"])
+    assert torch.equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize(
+    "cfg, match",
+    [
+        ({"min_step_percent": 0.5, "max_step_percent": 0.5}, "min_step_percent"),
+        ({"eta": 1.5}, "eta"),
+        ({"timestep_schedule": "exponential"}, "timestep_schedule"),
+        ({"weighting_strategy": "nope"}, "weighting_strategy"),
+        ({"mode": "magic"}, "guidance.mode"),
+        ({"on_nonfinite": "ignore"}, "on_nonfinite"),
+    ],
+)
+def test_bad_config_names_the_field(ts, tiny_sd, cfg, match):
+    with pytest.raises(ValueError, match=match):
+        make_guidance(ts, tiny_sd, **cfg)
+
+
+def test_unloadable_model_says_how_to_pass_a_local_path(ts, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="pretrained_model_name_or_path='no-such/model'.*local directory"):
+        ts.find("dreamsampler-guidance")({"pretrained_model_name_or_path": "no-such/model"})
+
+
+def test_non_finite_prediction_raises_or_skips_without_touching_state(ts, tiny_sd, prompt_utils, monkeypatch):
+    g = make_guidance(ts, tiny_sd)
+    g.update_step(0, 0)
+    g(torch.rand(1, 32, 32, 3), prompt_utils, **cams())
+    before = g.sampler.state_dict()["memory"][None]["eps"].clone()
+    monkeypatch.setattr(g, "forward_unet", lambda z, t, e: torch.full_like(z, float("nan")))
+    g.update_step(0, 1)
+    with pytest.raises(FloatingPointError, match="on_nonfinite=skip"):
+        g(torch.rand(1, 32, 32, 3), prompt_utils, **cams())
+    g.cfg.on_nonfinite = "skip"
+    rgb = torch.rand(1, 32, 32, 3, requires_grad=True)
+    out = g(rgb, prompt_utils, **cams())
+    out["loss_sds"].backward()
+    assert out["loss_sds"].item() == 0.0 and torch.equal(rgb.grad, torch.zeros_like(rgb))
+    assert torch.equal(g.sampler.state_dict()["memory"][None]["eps"], before)
+
+
+def test_sds_mode_is_threestudios_random_timestep(ts, tiny_sd, prompt_utils):
+    g = make_guidance(ts, tiny_sd, mode="sds")
+    torch.manual_seed(0)
+    seen = set()
+    for step in range(6):
+        g.update_step(0, step)
+        seen.add(g(torch.rand(1, 32, 32, 3), prompt_utils, **cams())["timestep"])
+    assert len(seen) > 3 and all(20 <= t <= 980 for t in seen)
+
+
+def test_bridge_runs_sds_first_then_the_source_prompt_gradient(ts, tiny_sd, prompt_utils, tmp_path_factory, monkeypatch):
+    monkeypatch.chdir(tmp_path_factory.mktemp("bridge"))
+    pp = {"pretrained_model_name_or_path": tiny_sd, "prompt": PROMPT, "spawn": False}
+    g = make_guidance(ts, tiny_sd, mode="bridge", bridge_start_step=2, bridge_scale=3.0, prompt_processor=pp,
+                      view_dependent_prompting=False, weighting_strategy="uniform")
+    src = make_prompt_utils(ts, tiny_sd, tmp_path_factory, PROMPT + distill_suffix())
+    z = torch.randn(1, 4, 64, 64)
+    calls = []
+    real = g.forward_unet
+    monkeypatch.setattr(g, "forward_unet", lambda zz, tt, ee: calls.append(ee) or real(zz, tt, ee))
+    g.update_step(0, 1)
+    g(z.permute(0, 2, 3, 1), prompt_utils, rgb_as_latents=True, **cams())
+    emb = prompt_utils.get_text_embeddings(**cams(), view_dependent_prompting=False)
+    assert torch.equal(calls[-1], emb)  # stage 1: SDS with (cond, uncond)
+    g.update_step(0, 2)
+    z.requires_grad_(True)
+    torch.manual_seed(1)
+    out = g(z.permute(0, 2, 3, 1), prompt_utils, rgb_as_latents=True, **cams())
+    src_emb = src.get_text_embeddings(**cams(), view_dependent_prompting=False)
+    assert torch.allclose(calls[-1], torch.cat([emb[:1], src_emb[:1]]))  # stage 2: (target, source)
+    # the gradient is bridge_scale * (eps(tgt) - eps(src)) on the latent
+    out["loss_sds"].backward()
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+
+def distill_suffix():
+    from dreamsampler.modes import ARTIFACT_DESCRIPTORS
+
+    return ARTIFACT_DESCRIPTORS
+
+
+def test_dds_and_bridge_bad_input(ts, tiny_sd, prompt_utils, tmp_path_factory, monkeypatch):
+    monkeypatch.chdir(tmp_path_factory.mktemp("dds"))
+    pp = {"pretrained_model_name_or_path": tiny_sd, "prompt": PROMPT, "spawn": False}
+    with pytest.raises(ValueError, match="source_prompt"):
+        make_guidance(ts, tiny_sd, mode="dds", prompt_processor=pp)
+    with pytest.raises(ValueError, match="non-empty target prompt"):
+        make_guidance(ts, tiny_sd, mode="bridge", prompt_processor={**pp, "prompt": " "})
+    with pytest.raises(ValueError, match="prompt_processor"):
+        make_guidance(ts, tiny_sd, mode="bridge")
+    g = make_guidance(ts, tiny_sd, mode="dds", prompt_processor=pp, source_prompt="a photo of a dog")
+    with pytest.raises(ValueError, match="source_rgb"):
+        g(torch.rand(1, 32, 32, 3), prompt_utils, **cams())
+    out = g(torch.rand(1, 32, 32, 3), prompt_utils, source_rgb=torch.rand(1, 32, 32, 3), **cams())
+    assert math.isfinite(out["loss_sds"].item())
