@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
+
 REPO = Path(__file__).resolve().parents[1]
 EXT = REPO / "custom" / "threestudio-dreamsampler"
 sys.path.insert(0, str(EXT))

@@ -35,6 +35,11 @@ def make_guidance(ts, tiny_sd, **cfg):
     return ts.find("dreamsampler-guidance")(base)
 
 
+def latents(b=1):
+    """A latent passed as ``rgb`` with ``rgb_as_latents=True`` (skips the 512x512 VAE encode)."""
+    return dict(rgb=torch.randn(b, 64, 64, 4), rgb_as_latents=True)
+
+
 def cams(b=1):
     return dict(elevation=torch.zeros(b), azimuth=torch.zeros(b), camera_distances=torch.full((b,), 2.0))
 
@@ -61,7 +66,7 @@ def test_timestep_decreases_over_the_run(ts, tiny_sd, prompt_utils, schedule):
     seen = []
     for step in range(12):  # two steps past trainer_max_steps: the schedule holds its last value
         g.update_step(0, step)
-        seen.append(g(torch.rand(1, 32, 32, 3), prompt_utils, **cams())["timestep"])
+        seen.append(g(prompt_utils=prompt_utils, **latents(), **cams())["timestep"])
     assert seen[0] == 980 and seen[9] == 20 and seen[-1] == 20
     assert all(b <= a for a, b in zip(seen, seen[1:])) and len(set(seen)) >= 9
 
@@ -88,9 +93,9 @@ def test_next_step_noise_is_the_previous_cfg_prediction(ts, tiny_sd, prompt_util
 def test_per_view_noise_keys_follow_the_batch_index(ts, tiny_sd, prompt_utils):
     g = make_guidance(ts, tiny_sd, per_view_noise=True)
     g.update_step(0, 0)
-    g(torch.rand(2, 32, 32, 3), prompt_utils, index=torch.tensor([4, 7]), **cams(2))
+    g(prompt_utils=prompt_utils, index=torch.tensor([4, 7]), **latents(2), **cams(2))
     g.update_step(0, 1)
-    g(torch.rand(1, 32, 32, 3), prompt_utils, index=torch.tensor([7]), **cams())
+    g(prompt_utils=prompt_utils, index=torch.tensor([7]), **latents(), **cams())
     assert g.sampler.noise_tilde(1, key=[7]).shape == (1, 4, 64, 64)
     with pytest.raises(RuntimeError, match="view key 4"):
         g.sampler.noise_tilde(1, key=[4])
@@ -98,16 +103,16 @@ def test_per_view_noise_keys_follow_the_batch_index(ts, tiny_sd, prompt_utils):
 
 def test_state_round_trip_continues_identically(ts, tiny_sd, prompt_utils):
     a, b = make_guidance(ts, tiny_sd, eta=0.5), make_guidance(ts, tiny_sd, eta=0.5)
-    x = torch.rand(1, 32, 32, 3)
+    x = latents()
     for step in range(3):
         a.update_step(0, step)
-        a(x, prompt_utils, **cams())
+        a(prompt_utils=prompt_utils, **x, **cams())
     b.load_state_dict(a.state_dict())
     outs = []
     for g in (a, b):
         g.update_step(0, 3)
-        torch.manual_seed(5)  # the VAE posterior sample and eta's fresh noise
-        outs.append(g(x, prompt_utils, **cams())["loss_sds"])
+        torch.manual_seed(5)  # eta's fresh noise
+        outs.append(g(prompt_utils=prompt_utils, **x, **cams())["loss_sds"])
     assert torch.equal(outs[0], outs[1])
 
 
@@ -136,15 +141,15 @@ def test_unloadable_model_says_how_to_pass_a_local_path(ts, monkeypatch):
 def test_non_finite_prediction_raises_or_skips_without_touching_state(ts, tiny_sd, prompt_utils, monkeypatch):
     g = make_guidance(ts, tiny_sd)
     g.update_step(0, 0)
-    g(torch.rand(1, 32, 32, 3), prompt_utils, **cams())
+    g(prompt_utils=prompt_utils, **latents(), **cams())
     before = g.sampler.state_dict()["memory"][None]["eps"].clone()
     monkeypatch.setattr(g, "forward_unet", lambda z, t, e: torch.full_like(z, float("nan")))
     g.update_step(0, 1)
     with pytest.raises(FloatingPointError, match="on_nonfinite=skip"):
-        g(torch.rand(1, 32, 32, 3), prompt_utils, **cams())
+        g(prompt_utils=prompt_utils, **latents(), **cams())
     g.cfg.on_nonfinite = "skip"
-    rgb = torch.rand(1, 32, 32, 3, requires_grad=True)
-    out = g(rgb, prompt_utils, **cams())
+    rgb = torch.randn(1, 64, 64, 4, requires_grad=True)
+    out = g(rgb, prompt_utils, rgb_as_latents=True, **cams())
     out["loss_sds"].backward()
     assert out["loss_sds"].item() == 0.0 and torch.equal(rgb.grad, torch.zeros_like(rgb))
     assert torch.equal(g.sampler.state_dict()["memory"][None]["eps"], before)
@@ -156,7 +161,7 @@ def test_sds_mode_is_threestudios_random_timestep(ts, tiny_sd, prompt_utils):
     seen = set()
     for step in range(6):
         g.update_step(0, step)
-        seen.add(g(torch.rand(1, 32, 32, 3), prompt_utils, **cams())["timestep"])
+        seen.add(g(prompt_utils=prompt_utils, **latents(), **cams())["timestep"])
     assert len(seen) > 3 and all(20 <= t <= 980 for t in seen)
 
 

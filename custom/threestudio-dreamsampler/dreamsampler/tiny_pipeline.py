@@ -42,11 +42,40 @@ def _byte_vocab():
     return [chr(c) for c in cs]
 
 
-def tiny_vocabulary() -> dict:
-    """A character-level CLIP vocabulary: each byte, alone or word-final, plus the specials."""
+# Words that get a single token, so prompts used in tests, configs and the papers' descriptors stay
+# well under CLIP's 77 tokens; any other word falls back to one token per character.
+WORDS = (
+    "a an the of on in with and photo photography picture image painting drawing face person man woman "
+    "cat dog horse zebra bear lion squirrel bird hamburger car house tree flower chair table apple "
+    "glasses smile wearing red green blue yellow white black orange purple pink brown "
+    "oversaturated smooth pixelated cartoon foggy hazy blurry bad structure noisy malformed "
+    "minimal flat 2d vector icon lineal color background trending artstation out focus depth field "
+    "high quality detailed realistic 3d render dslr front side back overhead view"
+).split()
+
+
+def tiny_vocabulary():
+    """(vocab, merges) of a byte-level CLIP BPE: every byte alone or word-final, plus ``WORDS``.
+
+    Each word is built by left-to-right merges (c1+c2, then +c3, ...), so it encodes to one token.
+    """
     chars = _byte_vocab()
-    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
-    return {t: i for i, t in enumerate(tokens)}
+    tokens = chars + [c + "</w>" for c in chars]
+    merges, seen = [], set(tokens)
+    for word in WORDS:
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        left = pieces[0]
+        for right in pieces[1:]:
+            merged = left + right
+            if (left, right) not in seen:
+                merges.append((left, right))
+                seen.add((left, right))
+            if merged not in seen:
+                tokens.append(merged)
+                seen.add(merged)
+            left = merged
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    return {t: i for i, t in enumerate(tokens)}, merges
 
 
 def build_tiny_pipeline(out_dir, seed: int = 0, overwrite: bool = False) -> str:
@@ -82,7 +111,8 @@ def build_tiny_pipeline(out_dir, seed: int = 0, overwrite: bool = False) -> str:
         sample_size=512,
         scaling_factor=0.18215,
     )
-    tokenizer = CLIPTokenizer(vocab=tiny_vocabulary(), merges=[], model_max_length=77)
+    vocab, merges = tiny_vocabulary()
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(tokenizer),

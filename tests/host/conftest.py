@@ -1,0 +1,34 @@
+"""Host-test fixtures: real threestudio imported in-process on CPU with the extension loaded."""
+import importlib.util
+import sys
+
+import pytest
+
+from ..conftest import EXT, threestudio_root
+
+
+def load_extension():
+    """Load the extension the way threestudio's launch.py loads custom modules (by file location)."""
+    name = EXT.name
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, EXT / "__init__.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def ts():
+    """The ``threestudio`` package, importable on this machine, with our extension registered."""
+    import threestudio_cpu
+
+    threestudio_cpu.install()
+    root = str(threestudio_root())
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    import threestudio
+
+    load_extension()
+    return threestudio
