@@ -210,3 +210,24 @@ def test_dds_and_bridge_bad_input(ts, tiny_sd, prompt_utils, tmp_path_factory, m
         g(torch.rand(1, 32, 32, 3), prompt_utils, **cams())
     out = g(torch.rand(1, 32, 32, 3), prompt_utils, source_rgb=torch.rand(1, 32, 32, 3), **cams())
     assert math.isfinite(out["loss_sds"].item())
+
+
+def test_lmc_needs_a_checkpoint_and_runs_with_one(ts, tiny_sd, prompt_utils, tmp_path):
+    from dreamsampler.lmc import CorrectiveUNet, save_corrective
+
+    with pytest.raises(ValueError, match="lmc_checkpoint"):
+        make_guidance(ts, tiny_sd, mode="lmc")
+    ckpt = save_corrective(CorrectiveUNet(in_channels=4, base_channels=8, depth=2), tmp_path / "k.safetensors")
+    g = make_guidance(ts, tiny_sd, mode="lmc", lmc_checkpoint=str(ckpt), lmc_fixed_noise=True)
+    x = torch.randn(1, 64, 64, 4, requires_grad=True)
+    g.update_step(0, 0)
+    out = g(x, prompt_utils, rgb_as_latents=True, **cams())
+    out["loss_sds"].backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    # the fixed noise is part of the state, so a resumed run keeps the same eps inside L_lmc
+    state = g.state_dict()
+    assert "fixed_noise" in state
+    h = make_guidance(ts, tiny_sd, mode="lmc", lmc_checkpoint=str(ckpt), lmc_fixed_noise=True)
+    h.load_state_dict(state)
+    shape = (1, 4, 64, 64)
+    assert torch.equal(h.fixed_noise(shape), g.fixed_noise(shape))

@@ -25,6 +25,7 @@ from threestudio.utils.typing import *
 
 from ..dreamsampler import DreamSampler, decreasing_timesteps, index_for_step
 from ..dreamsampler import distill
+from ..dreamsampler.lmc import FixedNoise, lmc_gradient, load_corrective
 from ..dreamsampler.modes import ARTIFACT_DESCRIPTORS, MODES, bridge_direction, dds_direction, source_prompt
 from ..dreamsampler.schedules import TIMESTEP_SCHEDULES
 from .sd_model import load_sd_components
@@ -65,6 +66,11 @@ class DreamSamplerGuidance(BaseObject):
         bridge_start_step: int = 0  # plain SDS before this step (the paper's stage 1), bridge after
         prompt_processor_type: str = "stable-diffusion-prompt-processor"
         prompt_processor: dict = field(default_factory=dict)  # e.g. ${system.prompt_processor}
+        # lmc: the learned manifold corrective k_psi (train with scripts/train_lmc.py)
+        lmc_checkpoint: Optional[str] = None
+        lmc_fixed_noise: bool = False  # one eps for the whole run inside L_lmc only (diversity)
+        lmc_seed: int = 0
+        lmc_manifold_weight: Optional[float] = None  # c(t) of L_lmc; None: w(t) sqrt(a / (1 - a))
 
     cfg: Config
 
@@ -106,7 +112,16 @@ class DreamSamplerGuidance(BaseObject):
         self.index = 0
         self.global_step = 0
         self.source_prompt_utils = self._source_prompt_utils() if self.cfg.mode in ("bridge", "dds") else None
+        self.corrective = self._corrective() if self.cfg.mode == "lmc" else None
+        self.fixed_noise = FixedNoise(self.cfg.lmc_seed) if self.cfg.lmc_fixed_noise else None
         threestudio.info("Loaded Stable Diffusion!")
+
+    def _corrective(self):
+        if not self.cfg.lmc_checkpoint:
+            raise ValueError(
+                "guidance.mode=lmc needs guidance.lmc_checkpoint: a corrective trained with scripts/train_lmc.py"
+            )
+        return load_corrective(self.cfg.lmc_checkpoint, device=self.device).eval().requires_grad_(False)
 
     def _source_prompt_utils(self):
         """Embeddings of y_src from a prompt processor configured like the system's (view-dependent too)."""
@@ -224,12 +239,11 @@ class DreamSamplerGuidance(BaseObject):
                 t = torch.randint(self.min_step, self.max_step + 1, [batch_size], dtype=torch.long, device=self.device)
                 eps_tilde = torch.randn_like(latents)
                 z_t = self._noised(latents, t, eps_tilde)
-            direction, eps_target = self._direction(
+            grad, eps_target = self._gradient(
                 latents, z_t, t, eps_tilde, prompt_utils, elevation, azimuth, camera_distances, kwargs
             )
 
         a = self.alphas[t].view(-1, 1, 1, 1).to(latents)
-        grad = distill.weighting(self.cfg.weighting_strategy, a) * direction
         if not (torch.isfinite(eps_target).all() and torch.isfinite(grad).all()):
             return self._non_finite(latents, t)
         if carried:
@@ -261,28 +275,46 @@ class DreamSamplerGuidance(BaseObject):
         a = self.alphas[t].view(-1, 1, 1, 1).to(latents)
         return a.sqrt() * latents.detach() + (1 - a).sqrt() * noise
 
-    def _direction(self, latents, z_t, t, eps_tilde, prompt_utils, elevation, azimuth, camera_distances, batch):
-        """(direction d with grad = w(t) * d, the eps whose Tweedie estimate is the target) per mode."""
+    def _gradient(self, latents, z_t, t, eps_tilde, prompt_utils, elevation, azimuth, camera_distances, batch):
+        """(gradient on the latent, the eps whose Tweedie estimate is the target) for the configured mode."""
         mode = self.cfg.mode
         if mode == "bridge" and self.global_step < self.cfg.bridge_start_step:
             mode = "sds"  # the bridge paper's stage 1
+        a = self.alphas[t].view(-1, 1, 1, 1).to(latents)
+        w = distill.weighting(self.cfg.weighting_strategy, a)
         if mode in ("sds", "dreamsampler"):
             eps_hat = self.predict_noise(z_t, t, prompt_utils, elevation, azimuth, camera_distances)
-            return eps_hat - eps_tilde, eps_hat
+            return w * (eps_hat - eps_tilde), eps_hat
         vd = self.cfg.view_dependent_prompting
         b = z_t.shape[0]
-        tgt = prompt_utils.get_text_embeddings(elevation, azimuth, camera_distances, vd)[:b]
+        emb = prompt_utils.get_text_embeddings(elevation, azimuth, camera_distances, vd)
+        if mode == "lmc":
+            return self._lmc_gradient(latents, z_t, t, a, w, emb)
+        tgt = emb[:b]
         src = self.source_prompt_utils.get_text_embeddings(elevation, azimuth, camera_distances, vd)[:b]
         if mode == "bridge":
             eps_tgt, eps_src = self.forward_unet(torch.cat([z_t, z_t]), torch.cat([t, t]), torch.cat([tgt, src])).chunk(2)
-            return bridge_direction(eps_tgt, eps_src, self.cfg.bridge_scale), eps_tgt
+            return w * bridge_direction(eps_tgt, eps_src, self.cfg.bridge_scale), eps_tgt
         # dds: the source image noised with the same t and noise
         if batch.get("source_rgb") is None:
             raise ValueError("guidance.mode=dds needs the source image: pass source_rgb [B, H, W, 3] in the batch")
         src_512 = F.interpolate(batch["source_rgb"].permute(0, 3, 1, 2), (512, 512), mode="bilinear", align_corners=False)
         z_src_t = self._noised(self.encode_images(src_512), t, eps_tilde)
         eps_tgt, eps_src = self.forward_unet(torch.cat([z_t, z_src_t]), torch.cat([t, t]), torch.cat([tgt, src])).chunk(2)
-        return dds_direction(eps_tgt, eps_src, self.cfg.guidance_scale), eps_tgt
+        return w * dds_direction(eps_tgt, eps_src, self.cfg.guidance_scale), eps_tgt
+
+    def _lmc_gradient(self, latents, z_t, t, a, w, emb):
+        """LMC-SDS: L_cond + L_lmc with the learned corrective (seed 003, eq. 6c and 9)."""
+        eps_cond, eps_uncond = self.forward_unet(torch.cat([z_t] * 2), torch.cat([t] * 2), emb).chunk(2)
+        fixed = {}
+        if self.fixed_noise is not None:
+            z_t_fixed = self._noised(latents, t, self.fixed_noise(latents.shape, latents.device, latents.dtype))
+            fixed = dict(z_t_fixed=z_t_fixed, eps_uncond_fixed=self.forward_unet(z_t_fixed, t, emb[z_t.shape[0] :]))
+        grad = lmc_gradient(
+            self.corrective, latents.detach(), t, a, z_t, eps_cond, eps_uncond, self.cfg.guidance_scale, w,
+            manifold_weight=self.cfg.lmc_manifold_weight, **fixed,
+        )
+        return grad, distill.cfg(eps_uncond, eps_cond, self.cfg.guidance_scale)
 
     def _non_finite(self, latents, t):
         msg = f"dreamsampler-guidance: non-finite noise prediction or gradient at timestep {int(t[0])}"
@@ -325,8 +357,13 @@ class DreamSamplerGuidance(BaseObject):
 
     def state_dict(self) -> Dict[str, Any]:
         """Schedule position and carried noise, for the system's checkpoint."""
-        return {"index": self.index, "sampler": self.sampler.state_dict()}
+        state = {"index": self.index, "sampler": self.sampler.state_dict()}
+        if self.fixed_noise is not None:
+            state["fixed_noise"] = self.fixed_noise.state_dict()
+        return state
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.index = int(state["index"])
         self.sampler.load_state_dict(state["sampler"])
+        if self.fixed_noise is not None and "fixed_noise" in state:
+            self.fixed_noise.load_state_dict(state["fixed_noise"])
