@@ -1,2 +1,2 @@
 """threestudio-dreamsampler: registers the extension's guidances, systems and data modules."""
-from . import data, guidance
+from . import data, guidance, systems

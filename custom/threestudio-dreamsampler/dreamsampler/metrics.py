@@ -1,0 +1,69 @@
+"""Image-quality metrics of renders against clean views: PSNR, SSIM (kornia) and, when its weights
+are on this machine, LPIPS (torchmetrics' AlexNet variant). Images are ``[B, H, W, 3]`` in [0, 1].
+
+    PSNR = 10 log10(1 / MSE)                     (per image, then averaged)
+    SSIM: Gaussian window 11, sigma 1.5, C1 = 0.01^2, C2 = 0.03^2 (Wang et al. 2004)
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable, Dict, Optional
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+
+def _bchw(x: Tensor) -> Tensor:
+    return x.permute(0, 3, 1, 2).float().clamp(0, 1)
+
+
+def psnr(pred: Tensor, gt: Tensor) -> Tensor:
+    """Per-image PSNR in dB, ``[B]``."""
+    mse = ((pred.float() - gt.float()) ** 2).flatten(1).mean(-1)
+    return -10.0 * torch.log10(mse.clamp_min(1e-12))
+
+
+def ssim(pred: Tensor, gt: Tensor) -> Tensor:
+    """Per-image SSIM, ``[B]`` (kornia's, window 11)."""
+    import kornia
+
+    return kornia.metrics.ssim(_bchw(pred), _bchw(gt), window_size=11).flatten(1).mean(-1)
+
+
+def lpips_weights_available() -> bool:
+    """Whether the AlexNet backbone LPIPS needs is in the torch hub cache (no download is tried)."""
+    from torchvision.models import AlexNet_Weights
+
+    name = os.path.basename(AlexNet_Weights.IMAGENET1K_V1.url)
+    return os.path.isfile(os.path.join(torch.hub.get_dir(), "checkpoints", name))
+
+
+def load_lpips(device=None) -> Optional[Callable[[Tensor, Tensor], Tensor]]:
+    """``lpips(pred, gt) -> [B]`` when its weights are available offline, else ``None`` (one warning)."""
+    if not lpips_weights_available():
+        log.warning("LPIPS skipped: its AlexNet weights are not in the torch hub cache (%s)", torch.hub.get_dir())
+        return None
+    from torchmetrics.functional.image.lpips import _NoTrainLpips
+
+    net = _NoTrainLpips(net="alex").eval().requires_grad_(False)
+    if device is not None:
+        net = net.to(device)
+
+    def lpips(pred: Tensor, gt: Tensor) -> Tensor:
+        return net(_bchw(pred) * 2 - 1, _bchw(gt) * 2 - 1).flatten()
+
+    return lpips
+
+
+def image_metrics(pred: Tensor, gt: Tensor, lpips: Optional[Callable] = None) -> Dict[str, Tensor]:
+    """``{"psnr", "ssim"[, "lpips"]}``, each per image ``[B]``."""
+    if pred.shape != gt.shape:
+        raise ValueError(f"metrics need images of the same shape, got {tuple(pred.shape)} and {tuple(gt.shape)}")
+    with torch.no_grad():
+        out = {"psnr": psnr(pred, gt), "ssim": ssim(pred, gt)}
+        if lpips is not None:
+            out["lpips"] = lpips(pred, gt)
+    return out
