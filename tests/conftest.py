@@ -1,5 +1,10 @@
 """Shared fixtures: the core on sys.path, the tiny offline pipeline, threestudio discovery."""
 import os
+
+# torch's OpenMP threads spin-wait by default, which slows a shared 2-core machine 10x or more;
+# set before any test imports torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import sys
 from pathlib import Path
 
