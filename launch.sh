@@ -3,6 +3,9 @@
 #   bash launch.sh setup            create .venv, install requirements.txt, locate threestudio, build the tiny pipeline
 #   bash launch.sh test [pytest args]   run the test suite (host tests run when threestudio is found)
 #   bash launch.sh tiny-sd [dir]    build the tiny offline Stable-Diffusion-shaped pipeline
+#   bash launch.sh train|test|export --config <yaml> [--cpu] [--gpu 0,1] [--smoke N] [key=value ...]
+#                                   threestudio's launch.py with the extension (CPU when there is no GPU or with --cpu)
+#   bash launch.sh smoke [steps]    every configs/*.yaml for a few steps (default 2) on the tiny pipeline, CPU
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -13,6 +16,9 @@ TS_COMMIT="28d9d80d9d00f308244adfcf3be8b17ca0cb6465"   # v0.2.3, the commit the 
 EXT_NAME="threestudio-dreamsampler"
 
 say() { echo "[launch.sh] $*" >&2; }
+
+# torch's OpenMP threads spin-wait by default, which slows small shared CPU machines many times over
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 
 python_bin() {
   if [ -x "$VENV/bin/python" ]; then echo "$VENV/bin/python"; return; fi
@@ -73,9 +79,43 @@ cmd_test() {
   cd "$REPO" && "$py" -m pytest tests "$@"
 }
 
+# threestudio's own launch.py (through run_threestudio.py) in mode --train, --test or --export.
+cmd_threestudio() {
+  local mode="$1" py root; shift; py="$(python_bin)"
+  if ! root="$(threestudio_root)"; then
+    say "no threestudio checkout: set THREESTUDIO_ROOT or run 'bash launch.sh setup'"; exit 1
+  fi
+  link_extension "$root"; export THREESTUDIO_ROOT="$root"
+  "$py" "$REPO/custom/$EXT_NAME/run_threestudio.py" "$mode" "$@"
+}
+
+# Every shipped config for a few steps on the tiny pipeline, on the CPU; lists the trial directories.
+cmd_smoke() {
+  local steps="${1:-2}" out="$REPO/outputs/smoke" config name trial failed=() trials=()
+  rm -rf "$out"; mkdir -p "$out"
+  for config in "$REPO"/configs/*.yaml; do
+    [ -e "$config" ] || { say "no configs in $REPO/configs"; return 0; }
+    name="$(basename "$config" .yaml)"
+    say "smoke: $name ($steps steps)"
+    if cmd_threestudio --train --config "$config" --cpu --smoke "$steps" "exp_root_dir=$out/$name" \
+        >"$out/$name.log" 2>&1; then
+      trial="$(find "$out/$name" -mindepth 2 -maxdepth 2 -type d | head -n 1)"
+      trials+=("$name: $trial")
+    else
+      failed+=("$name (log: $out/$name.log)")
+    fi
+  done
+  say "trial directories:"; printf '  %s\n' "${trials[@]}" >&2
+  if [ ${#failed[@]} -gt 0 ]; then say "failed:"; printf '  %s\n' "${failed[@]}" >&2; return 1; fi
+}
+
+has_config() { local a; for a in "$@"; do case "$a" in --config|--config=*) return 0 ;; esac; done; return 1; }
+
 case "${1:-}" in
   setup) shift; cmd_setup "$@" ;;
   tiny-sd) shift; cmd_tiny_sd "$@" ;;
-  test) shift; cmd_test "$@" ;;
-  *) sed -n '2,6p' "$0"; exit 2 ;;
+  test) shift; if has_config "$@"; then cmd_threestudio --test "$@"; else cmd_test "$@"; fi ;;
+  train|export) mode="--$1"; shift; cmd_threestudio "$mode" "$@" ;;
+  smoke) shift; cmd_smoke "$@" ;;
+  *) sed -n '2,7p' "$0"; exit 2 ;;
 esac

@@ -1,0 +1,151 @@
+"""Per-step wall time and peak memory of ``dreamsampler-guidance`` against threestudio's own
+``stable-diffusion-guidance``: same pipeline, image size, batch, prompt and device, in one run.
+
+A step is what a training step asks of a guidance: ``update_step``, the call on a rendered batch
+[B, size, size, 3] (upsampled to 512x512 and VAE-encoded inside both guidances), and the backward
+of its losses. Rows: threestudio's guidance; ours (default config); ours with ``pixel_loss: true``
+(adds a VAE decode of the target and a pixel loss). Times are medians over ``--steps`` after
+``--warmup`` steps, the rows interleaved step by step. Peak memory is the largest growth during one
+step: on CUDA ``max_memory_allocated``; on CPU the resident set size, sampled every millisecond,
+with a fixed glibc mmap threshold so that freed tensors leave the RSS. CUDA when there is a GPU
+(fp16 weights, threestudio's default), else CPU (fp32; threestudio runs on the CPU backend).
+
+    python benchmarks/guidance_step.py [--size 64] [--batch 1] [--steps 5] [--warmup 2] [--model DIR]
+
+Without ``--model`` it uses the tiny offline pipeline (built on first use).
+"""
+import argparse
+import gc
+import os
+import statistics
+import sys
+import threading
+import time
+
+import psutil
+import torch
+
+EXT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "custom", "threestudio-dreamsampler")
+sys.path.insert(0, EXT)
+import run_threestudio  # noqa: E402
+from dreamsampler.tiny_pipeline import build_tiny_pipeline, default_location  # noqa: E402
+
+VARIANTS = [  # (label, guidance type, extra config)
+    ("stable-diffusion-guidance (threestudio)", "stable-diffusion-guidance", {}),
+    ("dreamsampler-guidance", "dreamsampler-guidance", {}),
+    ("dreamsampler-guidance pixel_loss", "dreamsampler-guidance", {"pixel_loss": True}),
+]
+
+
+class PeakRSS:
+    """Peak resident set size above the level at entry, sampled in a thread."""
+
+    def __init__(self, interval: float = 0.001):
+        self.interval, self.process = interval, psutil.Process()
+
+    def __enter__(self):
+        self.base = self.peak = self.process.memory_info().rss
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while self.running:
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+        self.growth = self.peak - self.base
+
+
+class Runner:
+    """One guidance and the step it is timed on: update_step, call, backward of its losses."""
+
+    def __init__(self, threestudio, guidance_type, cfg, prompt_utils, args, device):
+        self.guidance = threestudio.find(guidance_type)(cfg)
+        self.prompt_utils, self.args, self.device = prompt_utils, args, device
+        self.gen = torch.Generator().manual_seed(0)
+        self.cams = dict(
+            elevation=torch.full((args.batch,), 15.0, device=device),
+            azimuth=torch.zeros(args.batch, device=device),
+            camera_distances=torch.full((args.batch,), 2.0, device=device),
+        )
+        self.times, self.peaks = [], []
+
+    def step(self, i):
+        args = self.args
+        rgb = torch.rand(args.batch, args.size, args.size, 3, generator=self.gen).to(self.device).requires_grad_()
+        self.guidance.update_step(0, i)
+        out = self.guidance(rgb, self.prompt_utils, **self.cams)
+        sum(v for k, v in out.items() if k.startswith("loss_")).backward()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def timed_step(self, i):
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        with PeakRSS() as rss:
+            t0 = time.perf_counter()
+            self.step(i)
+            self.times.append(time.perf_counter() - t0)
+        self.peaks.append(torch.cuda.max_memory_allocated() - base if self.device.type == "cuda" else rss.growth)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=64, help="rendered image size fed to the guidance")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--model", default=None, help="diffusers Stable Diffusion directory or model id")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = ap.parse_args()
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        # glibc keeps freed mid-size blocks mapped, which hides the next step's peak from the RSS;
+        # a fixed mmap threshold returns every tensor buffer on free
+        os.execve(sys.executable, [sys.executable] + sys.argv, dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = args.model or build_tiny_pipeline(default_location())
+    threestudio = run_threestudio.load_threestudio()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    os.chdir(run_threestudio.threestudio_root())  # the prompt processor caches embeddings under ./.threestudio_cache
+    prompt_utils = threestudio.find("stable-diffusion-prompt-processor")(
+        {"pretrained_model_name_or_path": model, "prompt": "a hamburger", "spawn": False}
+    )()
+    common = {
+        "pretrained_model_name_or_path": model,
+        "guidance_scale": 100.0,
+        "half_precision_weights": device.type == "cuda",
+    }
+    runners = []
+    for label, guidance_type, extra in VARIANTS:
+        cfg = dict(common, **extra)
+        if guidance_type == "dreamsampler-guidance":
+            cfg["trainer_max_steps"] = args.warmup + args.steps
+        runners.append((label, Runner(threestudio, guidance_type, cfg, prompt_utils, args, device)))
+    for i in range(args.warmup):
+        for _, runner in runners:
+            runner.step(i)
+    for i in range(args.warmup, args.warmup + args.steps):  # interleaved: load changes hit every row alike
+        for _, runner in runners:
+            runner.timed_step(i)
+    rows = [(label, statistics.median(r.times), max(r.peaks)) for label, r in runners]
+
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"\nguidance step: batch {args.batch}, {args.size}x{args.size} render, {os.path.basename(model.rstrip('/'))}, {where}")
+    print(f"{'':42s} {'ms/step':>9s} {'peak MB':>9s} {'time x':>7s} {'mem x':>7s}")
+    ref_t, ref_m = rows[0][1], max(rows[0][2], 1)
+    for label, seconds, peak in rows:
+        print(f"{label:42s} {seconds * 1e3:9.1f} {peak / 2**20:9.1f} {seconds / ref_t:7.2f} {peak / ref_m:7.2f}")
+    (_, ours_t, ours_m), (_, pix_t, pix_m) = rows[1], rows[2]
+    print(f"pixel_loss cost over dreamsampler-guidance: time x{pix_t / ours_t:.2f}, peak memory x{pix_m / max(ours_m, 1):.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Run threestudio's own ``launch.py`` with this extension loaded, on GPUs or on the CPU.
+
+    python custom/threestudio-dreamsampler/run_threestudio.py --config configs/<name>.yaml --train [--cpu] [key=value ...]
+
+Takes every argument launch.py takes (``--train/--validate/--test/--export``, ``--gpu``,
+``--typecheck``, overrides) plus ``--cpu`` and ``--smoke N`` (N steps on the tiny offline pipeline
+at small sizes, see ``smoke.py``). It finds threestudio at ``$THREESTUDIO_ROOT`` (default:
+``${XDG_CACHE_HOME:-~/.cache}/threestudio-dreamsampler/threestudio``, where ``launch.sh setup`` clones it), keeps
+``<threestudio>/custom/threestudio-dreamsampler`` linked to this checkout, makes ``--config``
+absolute, changes into the threestudio checkout (launch.py loads ``custom/`` and writes
+``.threestudio_cache`` and relative ``exp_root_dir`` outputs there) and executes launch.py as a script.
+
+Without a CUDA device, or with ``--cpu``, it first installs the CPU backend (:mod:`threestudio_cpu`)
+and makes launch.py's ``Trainer(accelerator="gpu", devices=-1)`` a CPU trainer with one process per
+``--gpu`` id (``--gpu 0,1`` gives Lightning DDP over 2 CPU processes, gloo) and fp32 instead of fp16
+mixed precision. Lightning's DDP ranks re-run the script and threestudio's prompt processor spawns a
+helper that re-imports it; both find CPU mode in ``DREAMSAMPLER_CPU=1`` and install the same backend.
+
+In-process use (tests, benchmarks): :func:`load_threestudio` imports threestudio and loads the
+extension through launch.py's ``load_custom_module``.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+EXT_DIR = Path(__file__).resolve().parent
+EXT_NAME = "threestudio-dreamsampler"
+CPU_ENV = "DREAMSAMPLER_CPU"
+DEFAULT_ROOT = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "threestudio-dreamsampler" / "threestudio"
+
+
+def say(message: str) -> None:
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        print(f"[run_threestudio] {message}", file=sys.stderr, flush=True)
+
+
+def threestudio_root() -> Path:
+    """The threestudio checkout: ``$THREESTUDIO_ROOT``, else the default clone location."""
+    root = Path(os.environ.get("THREESTUDIO_ROOT") or DEFAULT_ROOT).expanduser().resolve()
+    if not (root / "launch.py").is_file() or not (root / "threestudio" / "__init__.py").is_file():
+        raise SystemExit(
+            f"[run_threestudio] no threestudio checkout at {root} (launch.py and threestudio/ expected): "
+            "set THREESTUDIO_ROOT or run `bash launch.sh setup`"
+        )
+    return root
+
+
+def link_extension(root: Path) -> None:
+    """Make ``<root>/custom/threestudio-dreamsampler`` a link to this checkout's extension."""
+    link = root / "custom" / EXT_NAME
+    if link.is_symlink() and link.resolve() == EXT_DIR:
+        return
+    if link.exists() and not link.is_symlink():
+        raise SystemExit(f"[run_threestudio] {link} is a directory, not a link to {EXT_DIR}: move it away")
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{EXT_NAME}.link.{os.getpid()}"  # outside custom/, which launch.py loads wholesale
+    tmp.symlink_to(EXT_DIR, target_is_directory=True)
+    os.replace(tmp, link)  # atomic: a concurrent run never sees the link missing
+    say(f"linked {link} -> {EXT_DIR}")
+
+
+def backend():
+    """The :mod:`threestudio_cpu` package next to this file."""
+    if str(EXT_DIR) not in sys.path:
+        sys.path.insert(0, str(EXT_DIR))
+    import threestudio_cpu
+
+    return threestudio_cpu
+
+
+def cpu_trainer(n_processes: int) -> None:
+    """Make ``pytorch_lightning.Trainer`` run on CPU processes whatever launch.py asks for."""
+    import pytorch_lightning as pl
+
+    init = pl.Trainer.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        kwargs["accelerator"], kwargs["devices"] = "cpu", n_processes
+        if str(kwargs.get("precision")) in ("16", "16-mixed"):
+            kwargs["precision"] = "32-true"  # fp16 autocast does not exist on CPU; bf16 would change numerics
+        init(self, *args, **kwargs)
+
+    pl.Trainer.__init__ = __init__
+
+
+def n_processes(argv: list) -> int:
+    """How many devices launch.py will use: CUDA_VISIBLE_DEVICES if set, else the ids in ``--gpu``."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return len(visible.split(","))
+    gpu = "0"
+    for i, arg in enumerate(argv):
+        if arg == "--gpu" and i + 1 < len(argv):
+            gpu = argv[i + 1]
+        elif arg.startswith("--gpu="):
+            gpu = arg.split("=", 1)[1]
+    return len(gpu.split(","))
+
+
+def absolute_config(argv: list) -> list:
+    """``argv`` with the ``--config`` path made absolute (launch.py runs from the threestudio checkout)."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--config" and i + 1 < len(out):
+            out[i + 1] = _existing(out[i + 1])
+        elif arg.startswith("--config="):
+            out[i] = "--config=" + _existing(arg.split("=", 1)[1])
+    return out
+
+
+def _existing(path: str) -> str:
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.is_file():
+        raise SystemExit(f"[run_threestudio] --config {path}: no such file ({resolved})")
+    return str(resolved)
+
+
+def load_threestudio(cpu: Optional[bool] = None):
+    """Import threestudio in this process and load this extension with launch.py's own
+    ``load_custom_module``; the CPU backend first when ``cpu`` (default: when there is no CUDA)."""
+    root = threestudio_root()
+    link_extension(root)
+    if cpu is None:
+        cpu = not backend().cuda_available()
+    if cpu:
+        backend().install(force=True)
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    import threestudio
+
+    if EXT_NAME not in sys.modules:
+        spec = importlib.util.spec_from_file_location("threestudio_launch", root / "launch.py")
+        launch = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(launch)
+        if not launch.load_custom_module(str(root / "custom" / EXT_NAME)):
+            raise RuntimeError(f"threestudio could not load {root / 'custom' / EXT_NAME} (traceback above)")
+    return threestudio
+
+
+def config_path(argv: list) -> Optional[str]:
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def expand_smoke(argv: list) -> list:
+    """Replace ``--smoke N`` by the overrides of an N-step run on the tiny offline pipeline (smoke.py)."""
+    if "--smoke" not in argv:
+        return argv
+    i = argv.index("--smoke")
+    if i + 1 >= len(argv) or not argv[i + 1].isdigit():
+        raise SystemExit("[run_threestudio] --smoke takes a number of steps, e.g. --smoke 3")
+    steps, argv = int(argv[i + 1]), argv[:i] + argv[i + 2 :]
+    config = config_path(argv)
+    if config is None:
+        raise SystemExit("[run_threestudio] --smoke needs --config <yaml>")
+    user = [a for a in argv if "=" in a and not a.startswith("-")]
+    backend()  # puts this folder on sys.path
+    from dreamsampler.tiny_pipeline import build_tiny_pipeline, default_location
+    from smoke import smoke_overrides
+
+    model = build_tiny_pipeline(default_location())
+    say(f"smoke run: {steps} steps on the tiny pipeline {model}")
+    return [a for a in argv if a not in user] + smoke_overrides(config, steps, model, user)
+
+
+def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cpu = "--cpu" in argv or os.environ.get(CPU_ENV) == "1"
+    argv = expand_smoke(absolute_config([a for a in argv if a != "--cpu"]))
+    root = threestudio_root()
+    link_extension(root)
+    if not cpu and not backend().cuda_available():
+        say("no CUDA device found: running on the CPU")
+        cpu = True
+    if cpu:
+        os.environ[CPU_ENV] = "1"
+        backend().install(force=True)
+        n = n_processes(argv)
+        cpu_trainer(n)
+        say(f"CPU backend installed; Trainer(accelerator='cpu', devices={n})")
+    sys.argv = [os.path.abspath(sys.argv[0])] + argv  # DDP ranks re-run the script with these arguments
+    os.chdir(root)
+    sys.path.insert(0, str(root))
+    run_launch_py(root / "launch.py")
+
+
+def run_launch_py(path: Path) -> None:
+    """Execute launch.py as a script. Unlike ``runpy.run_path``, ``sys.modules["__main__"]`` stays the
+    calling script, so processes spawned during the run (the prompt processor's) re-import it first."""
+    code = compile(path.read_text(), str(path), "exec")
+    exec(code, {"__name__": "__main__", "__file__": str(path), "__builtins__": __builtins__})
+
+
+if __name__ == "__main__":
+    main()
+elif os.environ.get(CPU_ENV) == "1":
+    # imported in a process of a CPU run: the prompt processor's spawned helper re-imports the main
+    # script (this file, or one importing it) before it unpickles anything from threestudio
+    backend().install(force=True)

@@ -1,0 +1,41 @@
+"""Save and resume mid-run: the resumed run continues the timestep schedule and the carried noise
+exactly as the uninterrupted run (degraded-view NeRF: its batches are a function of the step)."""
+import pytest
+import torch
+
+from .runner import REPO, assert_finite_losses, run_config
+
+pytestmark = pytest.mark.threestudio
+
+CONFIG = REPO / "configs" / "dreamsampler-degraded-nerf.yaml"
+FIXED = ["system.guidance.trainer_max_steps=3"]  # the same schedule whatever trainer.max_steps is
+
+
+def assert_same_state(a, b, path="guidance state"):
+    assert type(a) is type(b), f"{path}: {type(a)} vs {type(b)}"
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), f"{path}: keys {sorted(a)} vs {sorted(b)}"
+        for key in a:
+            assert_same_state(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_state(x, y, f"{path}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=lambda m: f"{path}: {m}")
+    else:
+        assert a == b, f"{path}: {a} vs {b}"
+
+
+@pytest.mark.skipif(not CONFIG.exists(), reason=f"{CONFIG.name} is not in configs/")
+def test_resume_continues_schedule_and_carried_noise(tiny_sd, tmp_path):
+    whole = run_config(CONFIG, tmp_path / "whole", tiny_sd, 4, FIXED)
+    first = run_config(CONFIG, tmp_path / "first", tiny_sd, 2, FIXED)
+    ckpt = first.trial_dir / "ckpts" / "last.ckpt"
+    resumed = run_config(CONFIG, tmp_path / "resumed", tiny_sd, 4, FIXED + [f"resume={ckpt}"])
+
+    steps = lambda run: [int(r["step"]) for r in run.metrics() if r.get("train/timestep")]
+    assert steps(resumed) == [2, 3], "the resumed run did not start at step 2"
+    assert resumed.series("train/timestep") == whole.series("train/timestep")[-2:]
+    assert_finite_losses(resumed)
+    assert_same_state(resumed.checkpoint()["dreamsampler_guidance"], whole.checkpoint()["dreamsampler_guidance"])
