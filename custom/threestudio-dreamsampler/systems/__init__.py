@@ -1,1 +1,1 @@
-from . import svg_system
+from . import image_system, svg_system

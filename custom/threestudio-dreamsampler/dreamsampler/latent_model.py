@@ -1,0 +1,68 @@
+"""The callables the 2D tasks take from a Stable Diffusion checkpoint: eps_theta(z, t, c), the VAE's
+encoder / decoder on images in [-1, 1], and the CLIP text encoder for any number of prompts (null
+text included), encoded exactly as diffusers' ``StableDiffusionPipeline.encode_prompt`` does.
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+
+def load_text_encoder(model: str, dtype: torch.dtype, device, field_name: str = "pretrained_model_name_or_path"):
+    """(tokenizer, text_encoder) from the ``tokenizer`` / ``text_encoder`` subfolders of ``model``, frozen."""
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
+        text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", dtype=dtype)
+    except (OSError, ValueError) as exc:
+        where = "a local directory without tokenizer/ and text_encoder/" if os.path.isdir(model) else "unreachable or unknown"
+        raise ValueError(f"{field_name}={model!r}: cannot load the CLIP text encoder ({where}): {exc}") from exc
+    text_encoder.eval().requires_grad_(False)
+    return tokenizer, text_encoder.to(device)
+
+
+class LatentModel:
+    """eps / encode / decode / text over loaded diffusers modules (float weights of any dtype; inputs and
+    outputs keep the caller's dtype)."""
+
+    def __init__(self, vae, unet, tokenizer, text_encoder):
+        self.vae, self.unet, self.tokenizer, self.text_encoder = vae, unet, tokenizer, text_encoder
+        self.scale = float(vae.config.scaling_factor)
+        self.dtype = unet.dtype
+
+    @property
+    def latent_factor(self) -> int:
+        """Image pixels per latent pixel (8 for Stable Diffusion)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def eps(self, z: Tensor, t: int, emb: Tensor) -> Tensor:
+        """eps_theta(z_t, t, c) for a batch of latents and matching text embeddings."""
+        t = torch.as_tensor(t, dtype=torch.long, device=z.device)
+        out = self.unet(z.to(self.dtype), t, encoder_hidden_states=emb.to(self.dtype)).sample
+        return out.to(z.dtype)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """E(x): the posterior mean of the VAE encoder, scaled (x in [-1, 1], [B, 3, H, W])."""
+        return (self.vae.encode(x.to(self.dtype)).latent_dist.mean * self.scale).to(x.dtype)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """D(z) in [-1, 1] (not clamped, so data consistency sees the decoder's own range)."""
+        return self.vae.decode((z / self.scale).to(self.dtype)).sample.to(z.dtype)
+
+    @torch.no_grad()
+    def text(self, prompts: Sequence[str]) -> Tensor:
+        """CLIP embeddings [K, L, D] of ``prompts`` (padded to the tokenizer's max length, as diffusers does)."""
+        tokens = self.tokenizer(
+            list(prompts),
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        device = self.text_encoder.device
+        mask = tokens.attention_mask.to(device) if getattr(self.text_encoder.config, "use_attention_mask", False) else None
+        return self.text_encoder(tokens.input_ids.to(device), attention_mask=mask)[0].float()
