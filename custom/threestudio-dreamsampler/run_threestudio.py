@@ -4,11 +4,14 @@
 
 Takes every argument launch.py takes (``--train/--validate/--test/--export``, ``--gpu``,
 ``--typecheck``, overrides) plus ``--cpu`` and ``--smoke N`` (N steps on the tiny offline pipeline
-at small sizes, see ``smoke.py``). It finds threestudio at ``$THREESTUDIO_ROOT`` (default:
+at small sizes, see ``smoke.py``); a ``--config`` with a ``base:`` key (a variant stating only what
+differs from its base, see ``config_base.py``) is merged over its base first. It finds threestudio
+at ``$THREESTUDIO_ROOT`` (default:
 ``${XDG_CACHE_HOME:-~/.cache}/threestudio-dreamsampler/threestudio``, where ``launch.sh setup`` clones it), keeps
 ``<threestudio>/custom/threestudio-dreamsampler`` linked to this checkout, makes ``--config``
-absolute, changes into the threestudio checkout (launch.py loads ``custom/`` and writes
-``.threestudio_cache`` and relative ``exp_root_dir`` outputs there) and executes launch.py as a script.
+absolute, anchors a relative ``exp_root_dir`` at the caller's working directory (outputs land where
+the user runs the command), changes into the threestudio checkout (launch.py loads ``custom/`` and
+writes ``.threestudio_cache`` there) and executes launch.py as a script.
 
 Without a CUDA device, or with ``--cpu``, it first installs the CPU backend (:mod:`threestudio_cpu`)
 and makes launch.py's ``Trainer(accelerator="gpu", devices=-1)`` a CPU trainer with one process per
@@ -32,6 +35,7 @@ EXT_DIR = Path(__file__).resolve().parent
 EXT_NAME = "threestudio-dreamsampler"
 CPU_ENV = "DREAMSAMPLER_CPU"
 DEFAULT_ROOT = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "threestudio-dreamsampler" / "threestudio"
+MERGED_CONFIGS = DEFAULT_ROOT.parent / "configs"  # variants merged over their base (config_base.py)
 
 
 def say(message: str) -> None:
@@ -121,6 +125,20 @@ def _existing(path: str) -> str:
     return str(resolved)
 
 
+def outputs_here(argv: list) -> list:
+    """``argv`` plus ``exp_root_dir=<cwd>/<config's exp_root_dir>`` when that is relative and not
+    overridden: launch.py runs inside the threestudio checkout, but outputs belong where the user is."""
+    config = config_path(argv)
+    if config is None or any(a.startswith("exp_root_dir=") for a in argv):
+        return argv
+    from omegaconf import OmegaConf
+
+    root_dir = OmegaConf.load(config).get("exp_root_dir", "outputs")
+    if os.path.isabs(root_dir):
+        return argv
+    return argv + [f"exp_root_dir={os.path.abspath(root_dir)}"]
+
+
 def load_threestudio(cpu: Optional[bool] = None):
     """Import threestudio in this process and load this extension with launch.py's own
     ``load_custom_module``; the CPU backend first when ``cpu`` (default: when there is no CUDA)."""
@@ -152,6 +170,24 @@ def config_path(argv: list) -> Optional[str]:
     return None
 
 
+def expand_base(argv: list) -> list:
+    """``argv`` with a ``--config`` that has a ``base:`` replaced by the merged config (config_base.py)."""
+    config = config_path(argv)
+    if config is None:
+        return argv
+    backend()  # puts this folder on sys.path
+    from config_base import merged_config
+
+    try:
+        merged = str(merged_config(config, MERGED_CONFIGS))
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"[run_threestudio] --config {config}: {e}") from e
+    if merged == config:
+        return argv
+    say(f"{config} merged over its base: {merged}")
+    return [merged if a == config else "--config=" + merged if a == "--config=" + config else a for a in argv]
+
+
 def expand_smoke(argv: list) -> list:
     """Replace ``--smoke N`` by the overrides of an N-step run on the tiny offline pipeline (smoke.py)."""
     if "--smoke" not in argv:
@@ -176,7 +212,7 @@ def expand_smoke(argv: list) -> list:
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     cpu = "--cpu" in argv or os.environ.get(CPU_ENV) == "1"
-    argv = expand_smoke(absolute_config([a for a in argv if a != "--cpu"]))
+    argv = outputs_here(expand_smoke(expand_base(absolute_config([a for a in argv if a != "--cpu"]))))
     root = threestudio_root()
     link_extension(root)
     if not cpu and not backend().cuda_available():

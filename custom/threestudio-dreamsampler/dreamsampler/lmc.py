@@ -212,7 +212,11 @@ def lmc_gradient(
 
 
 class FixedNoise:
-    """eps drawn once per run from ``seed`` (per shape) for the fixed-noise option; resumable."""
+    """The fixed-noise option's eps: drawn once per run from ``seed`` (one draw per shape, cached).
+
+    The draw depends only on (seed, shape), so resuming needs only the seed (``state_dict``). For a
+    batch of views that share one eps, draw the shape [1, C, H, W] and broadcast it over the batch.
+    """
 
     def __init__(self, seed: int = 0):
         self.seed = int(seed)
@@ -225,12 +229,12 @@ class FixedNoise:
             self._noise[shape] = torch.randn(shape, generator=g, dtype=torch.float64)
         return self._noise[shape].to(device=device, dtype=dtype)
 
-    def state_dict(self) -> Dict[str, object]:
-        return {"seed": self.seed, "noise": {s: n.clone() for s, n in self._noise.items()}}
+    def state_dict(self) -> Dict[str, int]:
+        return {"seed": self.seed}
 
-    def load_state_dict(self, state: Dict[str, object]) -> None:
+    def load_state_dict(self, state: Dict[str, int]) -> None:
         self.seed = int(state["seed"])
-        self._noise = {tuple(s): n.clone() for s, n in state["noise"].items()}
+        self._noise.clear()
 
 
 # -------------------------------------------------------------------------- training

@@ -1,0 +1,426 @@
+"""The guidance modes side by side, measured in one seeded run: ``python benchmarks/compare.py``.
+
+(a) Cost of one guidance-like step on the tiny pipeline's UNet (4x64x64 latents, i.e. 512x512
+    renders, batch 1): the UNet evaluations each mode really needs (batched into one call, as the
+    guidance does), the mode's direction, and the backward pass of the surrogate loss into the latent.
+    Time (best of interleaved repetitions, as timeit reports: the least disturbed by other load), peak memory allocated during the step and matmul/conv
+    GFLOP, each also as a ratio against ``sds``. The VAE is left out (the same for every mode; dds's
+    source latent is encoded once and cached). k_psi is the paper-sized corrective (32 filters,
+    4 levels, untrained: only its cost matters here). Stable Diffusion 1.5's UNet has ~1,000x the
+    tiny one's parameters, so k_psi's share of a real step is far smaller than here.
+(b) A ground-truth "diffusion model": a 2-D mixture of four Gaussians (means (+-2, +-2), std 0.3)
+    with exact eps(z_t, t, c), the condition c being a subset of modes. 2,000 particles (identity
+    generator) are optimised by each mode, from z = 0 (generate) and from samples of the lower two
+    modes (edit, the source condition known); reported: sliced W1 distance to true samples of the
+    target p(x | c), target modes covered (>= 20% of their share), share of particles within 4 std of
+    a target mode, within-mode std / true std (mode-seeking collapse shows as a ratio well below 1)
+    and the distance of each target mode's particle mean to its centre.
+
+Everything is seeded; (b) runs single-threaded in float64, so its numbers repeat exactly on a
+machine. Timings in (a) depend on the machine and its load; FLOPs and memory do not.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from diffusers import DDIMScheduler
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "custom" / "threestudio-dreamsampler"))
+
+from dreamsampler import DreamSampler, decreasing_timesteps, distill, lmc  # noqa: E402
+from dreamsampler.gaussian_mixture import GaussianMixture, sliced_wasserstein  # noqa: E402
+from dreamsampler.modes import bridge_direction, dds_direction, score_direction, source_prompt  # noqa: E402
+from dreamsampler.tiny_pipeline import SCHEDULER_CONFIG, build_tiny_pipeline, default_location  # noqa: E402
+
+MODES = ("sds", "dreamsampler", "bridge", "dds", "lmc", "lmc (c = 1)", "lmc + fixed eps")
+
+
+# ----------------------------------------------------------------- (a) cost on the tiny UNet
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence the profiler's C++ start/stop lines (fd 2) while it runs."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def peak_bytes(step, device: torch.device) -> int:
+    """Peak of the memory allocated during ``step()`` above what was held before it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    from torch.profiler import ProfilerActivity, profile
+
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
+
+
+def guidance_steps(device: torch.device, seed: int):
+    """One callable per mode doing a guidance-like step on the tiny UNet, and the model sizes."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    path = build_tiny_pipeline(default_location())
+    unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet").to(device).eval().requires_grad_(False)
+    tok = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
+    enc = CLIPTextModel.from_pretrained(path, subfolder="text_encoder").to(device).eval()
+    target = "a photo of a cat"
+    prompts = [target, "", source_prompt(target), "a photo of a dog"]
+    ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        tgt, null, bridge_src, dds_src = enc(ids.input_ids.to(device))[0].chunk(4)
+    alphas = DDIMScheduler(**SCHEDULER_CONFIG).alphas_cumprod.to(device)
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(1, 4, 64, 64, generator=g).to(device).requires_grad_(True)  # the render's latent
+    z_src = torch.randn(1, 4, 64, 64, generator=g).to(device)  # dds: the source latent, encoded once
+    torch.manual_seed(seed)
+    k = lmc.CorrectiveUNet().to(device).eval().requires_grad_(False)
+    fixed = lmc.FixedNoise(seed)
+    ds = DreamSampler(alphas.cpu(), decreasing_timesteps(1000, 20, 980))
+    index = iter(range(len(ds)))
+    calls = {"unet": 0, "k_psi": 0}  # network evaluations (batch rows), counted as the steps run
+    k.register_forward_hook(lambda module, args, out: calls.update(k_psi=calls["k_psi"] + out.shape[0]))
+
+    def eps(z_t, t, emb):
+        calls["unet"] += z_t.shape[0]
+        return unet(z_t, t.expand(z_t.shape[0]), encoder_hidden_states=emb).sample
+
+    def draw():
+        t = torch.randint(20, 981, (1,), generator=g).to(device)
+        return t, alphas[t].view(-1, 1, 1, 1), torch.randn(z.shape, generator=g).to(device)
+
+    def apply(grad):
+        z.grad = None
+        distill.surrogate_loss(z, grad).backward()
+
+    def sds():
+        t, a, e = draw()
+        with torch.no_grad():
+            z_t = a.sqrt() * z + (1 - a).sqrt() * e
+            eps_c, eps_u = eps(torch.cat([z_t, z_t]), t, torch.cat([tgt, null])).chunk(2)
+            grad = distill.weighting("sds", a) * score_direction(eps_c, eps_u, e, 100.0)
+        apply(grad)
+
+    def dreamsampler():
+        i = next(index)
+        t = ds.timesteps[i].view(1).to(device)
+        a = alphas[t].view(-1, 1, 1, 1)
+        with torch.no_grad():
+            z_t = ds.add_noise(z.detach(), i, generator=g)
+            eps_c, eps_u = eps(torch.cat([z_t, z_t]), t, torch.cat([tgt, null])).chunk(2)
+            eps_hat = distill.cfg(eps_u, eps_c, 100.0)
+            ds.step(z_t, eps_hat, i)
+            grad = distill.weighting("tweedie", a) * (eps_hat - ds.noise_tilde(i))
+        apply(grad)
+
+    def bridge():
+        t, a, e = draw()
+        with torch.no_grad():
+            z_t = a.sqrt() * z + (1 - a).sqrt() * e
+            eps_t, eps_s = eps(torch.cat([z_t, z_t]), t, torch.cat([tgt, bridge_src])).chunk(2)
+            grad = distill.weighting("sds", a) * bridge_direction(eps_t, eps_s, 25.0)
+        apply(grad)
+
+    def dds():
+        t, a, e = draw()
+        with torch.no_grad():
+            z_t, z_src_t = (a.sqrt() * x + (1 - a).sqrt() * e for x in (z, z_src))
+            eps_t, eps_s = eps(torch.cat([z_t, z_src_t]), t, torch.cat([tgt, dds_src])).chunk(2)
+            grad = distill.weighting("sds", a) * dds_direction(eps_t, eps_s, 7.5)
+        apply(grad)
+
+    def lmc_step(fixed_noise: bool):
+        def step():
+            t, a, e = draw()
+            with torch.no_grad():
+                z_t = a.sqrt() * z + (1 - a).sqrt() * e
+                if not fixed_noise:
+                    eps_c, eps_u = eps(torch.cat([z_t, z_t]), t, torch.cat([tgt, null])).chunk(2)
+                    extra = {}
+                else:
+                    z_t_fix = a.sqrt() * z + (1 - a).sqrt() * fixed(z.shape, device=device)
+                    eps_c, eps_u, eps_u_fix = eps(torch.cat([z_t, z_t, z_t_fix]), t, torch.cat([tgt, null, null])).chunk(3)
+                    extra = dict(z_t_fixed=z_t_fix, eps_uncond_fixed=eps_u_fix)
+                grad = lmc.lmc_gradient(k, z, t, a, z_t, eps_c, eps_u, 7.5, distill.weighting("sds", a), **extra)
+            apply(grad)
+        return step
+
+    steps = {"sds": sds, "dreamsampler": dreamsampler, "bridge": bridge, "dds": dds,
+             "lmc": lmc_step(False), "lmc + fixed eps": lmc_step(True)}
+    sizes = {"unet": sum(p.numel() for p in unet.parameters()), "k_psi": sum(p.numel() for p in k.parameters())}
+    return steps, sizes, calls
+
+
+def measure_cost(device: torch.device, reps: int, seed: int):
+    """{mode: (best seconds, peak bytes, flops, network evaluations)}; the first call of each mode counts
+    FLOPs and UNet / k_psi evaluations, the second profiles memory (both also warm up), then ``reps``
+    rounds of one timed call per mode, in a seeded random order per round so that load changes and
+    order effects spread over all modes."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    steps, sizes, calls = guidance_steps(device, seed)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    flops, peaks, evals = {}, {}, {}
+    for m, step in steps.items():
+        calls.update(unet=0, k_psi=0)
+        with FlopCounterMode(display=False) as fc:
+            step()
+        flops[m] = fc.get_total_flops()
+        evals[m] = f"{calls['unet']}" + (f" + {calls['k_psi']} k_psi" if calls["k_psi"] else "")
+        peaks[m] = peak_bytes(step, device)
+    times = {m: [] for m in steps}
+    order = list(steps)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(reps):
+        for m in (order[i] for i in torch.randperm(len(order), generator=g).tolist()):
+            step = steps[m]
+            sync()
+            t0 = time.perf_counter()
+            step()
+            sync()
+            times[m].append(time.perf_counter() - t0)
+    return {m: (min(times[m]), peaks[m], flops[m], evals[m]) for m in steps}, sizes
+
+
+# ---------------------------------------------------------------------- (b) the mixture
+GM = GaussianMixture(torch.tensor([[2.0, 2.0], [-2.0, 2.0], [2.0, -2.0], [-2.0, -2.0]]), torch.tensor(0.3))
+TARGET, SOURCE = [0, 1], [2, 3]  # c: the upper two modes; the edit starts from the lower two
+STEPS, LR, T_RANGE = 1000, 0.05, (20, 500)  # every random-t mode: SGD, weighting "sds" = 1 - abar
+SCALE = 1.0  # CFG / difference scale: eps(c) is exact here, so scale 1 targets p(x | c) itself
+BRIDGE_STAGE1 = 200  # the bridge paper's SDS stage (2D: 500 of 2,500 steps), generation only
+
+
+class MixtureCorrective(nn.Module):
+    """k_psi for 2-D points: k(x, t) = s(t) x + b(t), s and b from the 10-d frequency encoding of t.
+
+    The 2-D analogue of the time-dependent frequency bias b_t of eq. 8: a t-dependent linear filter
+    that, like the paper's small U-Net, cannot represent where the modes are (pi), only the
+    denoiser's t-dependent shrinkage.
+    """
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(10, width), nn.SiLU(), nn.Linear(width, 3))
+
+    def forward(self, x: Tensor, t) -> Tensor:
+        t = torch.as_tensor(t).flatten()
+        p = self.net(lmc.timestep_encoding(t.expand(x.shape[0]) if t.numel() == 1 else t).to(x.dtype))
+        return p[:, :1] * x + p[:, 1:]
+
+
+def train_mixture_corrective(alphas: Tensor, seed: int, steps: int = 1500, batch: int = 512) -> MixtureCorrective:
+    """Regress Tweedie(z_t, eps_u) on samples of the unconditional mixture (eq. 10, no normalization)."""
+    torch.manual_seed(seed)
+    k = MixtureCorrective().double()
+    g = torch.Generator().manual_seed(seed)
+
+    def batches():
+        while True:
+            t = torch.randint(20, 981, (1,), generator=g).expand(batch)
+            yield GM.sample(batch, generator=g), t, torch.randn(batch, 2, generator=g, dtype=torch.float64)
+
+    lmc.train_corrective(k, lambda z_t, t: GM.eps(z_t, alphas[t[0]]), batches(), alphas, steps, lr=1e-3,
+                         normalize_target=False)
+    return k.requires_grad_(False)
+
+
+def run_random_t(grad_fn, z0: Tensor, alphas: Tensor, seed: int) -> Tensor:
+    """SGD on the SDS-form gradient with t ~ U{T_RANGE} and fresh noise every step."""
+    g = torch.Generator().manual_seed(seed)
+    z = z0.clone()
+    for i in range(STEPS):
+        t = int(torch.randint(T_RANGE[0], T_RANGE[1] + 1, (1,), generator=g))
+        a = alphas[t]
+        e = torch.randn(z.shape, generator=g, dtype=torch.float64)
+        z = z - LR * grad_fn(i, z, t, a, a.sqrt() * z + (1 - a).sqrt() * e, e)
+    return z
+
+
+def run_dreamsampler(z0: Tensor, alphas: Tensor, seed: int, steps: int = 100) -> Tensor:
+    """Alg. 2 with an identity generator: reverse schedule 980 -> 20, carried noise, one SGD step of
+    size 1 with the Tweedie weighting per timestep (the exact argmin of eq. 13)."""
+    g = torch.Generator().manual_seed(seed)
+    ts = decreasing_timesteps(steps, 20, 980)
+    ds = DreamSampler(alphas, ts)
+    z = z0.clone()
+    for i in range(steps):
+        a = alphas[ts[i]]
+        z_t = ds.add_noise(z, i, generator=g)
+        eps_hat = distill.cfg(GM.eps(z_t, a), GM.eps(z_t, a, TARGET), SCALE)
+        ds.step(z_t, eps_hat, i)
+        z = z - distill.weighting("tweedie", a) * (eps_hat - ds.noise_tilde(i))
+    return z
+
+
+def mixture_runs(n: int, seed: int):
+    """{(task, mode): (particles or None when the mode does not apply, settings)}."""
+    alphas = DDIMScheduler(**SCHEDULER_CONFIG).alphas_cumprod.double()
+    g = torch.Generator().manual_seed(seed)
+    blank = torch.zeros(n, 2, dtype=torch.float64)
+    source = GM.sample(n, generator=g, cond=SOURCE)
+    k = train_mixture_corrective(alphas, seed)
+    fixed = lmc.FixedNoise(seed + 1)
+
+    def w(a):
+        return distill.weighting("sds", a)
+
+    def sds(i, z, t, a, z_t, e):
+        return w(a) * score_direction(GM.eps(z_t, a, TARGET), GM.eps(z_t, a), e, SCALE)
+
+    def bridge_generate(i, z, t, a, z_t, e):
+        if i < BRIDGE_STAGE1:
+            return sds(i, z, t, a, z_t, e)
+        return w(a) * bridge_direction(GM.eps(z_t, a, TARGET), GM.eps(z_t, a), SCALE)
+
+    def bridge_edit(i, z, t, a, z_t, e):
+        return w(a) * bridge_direction(GM.eps(z_t, a, TARGET), GM.eps(z_t, a, SOURCE), SCALE)
+
+    def dds(i, z, t, a, z_t, e):
+        z_src_t = a.sqrt() * source + (1 - a).sqrt() * e
+        return w(a) * dds_direction(GM.eps(z_t, a, TARGET), GM.eps(z_src_t, a, SOURCE), SCALE)
+
+    def lmc_grad(manifold_weight=None, fixed_noise=False):
+        def grad(i, z, t, a, z_t, e):
+            extra = {}
+            if fixed_noise:
+                z_t_fix = a.sqrt() * z + (1 - a).sqrt() * fixed(z.shape, dtype=z.dtype)
+                extra = dict(z_t_fixed=z_t_fix, eps_uncond_fixed=GM.eps(z_t_fix, a))
+            return lmc.lmc_gradient(k, z, t, a, z_t, GM.eps(z_t, a, TARGET), GM.eps(z_t, a), SCALE, w(a),
+                                    normalize_target=False, manifold_weight=manifold_weight, **extra)
+        return grad
+
+    def run(fn, start):
+        return lambda: run_random_t(fn, start, alphas, seed)
+
+    common = f"{STEPS} SGD steps, lr {LR}, t ~ U{list(T_RANGE)}, w = 1 - abar, scale {SCALE:g}"
+    eq9 = "c = w sqrt(abar/(1-abar)) (eq. 9 as derived; k = id would be SDS)"
+    plan = {
+        ("generate", "sds"): (run(sds, blank), common),
+        ("generate", "dreamsampler"): (lambda: run_dreamsampler(blank, alphas, seed),
+                                       "100 steps t 980 -> 20, carried noise (eta 0), lr 1, w = tweedie, scale 1"),
+        ("generate", "bridge"): (run(bridge_generate, blank), common + f"; SDS for the first {BRIDGE_STAGE1} steps, then y_src = null"),
+        ("generate", "dds"): (None, "needs a source image and a source prompt"),
+        ("generate", "lmc"): (run(lmc_grad(), blank), common + "; " + eq9),
+        ("generate", "lmc (c = 1)"): (run(lmc_grad(manifold_weight=1.0), blank), common + "; c = 1 (the paper drops the weighting)"),
+        ("generate", "lmc + fixed eps"): (run(lmc_grad(fixed_noise=True), blank),
+                                          common + "; " + eq9 + "; eps fixed per particle inside L_lmc only"),
+        ("edit", "sds"): (run(sds, source), common),
+        ("edit", "dreamsampler"): (None, "edits by DDIM inversion + CFG gamma_t (Alg. 3), not this task"),
+        ("edit", "bridge"): (run(bridge_edit, source), common + "; y_src = the source condition, no SDS stage (editing)"),
+        ("edit", "dds"): (run(dds, source), common + "; source prompt = the source condition, source image = the start"),
+        ("edit", "lmc"): (run(lmc_grad(), source), common + "; " + eq9),
+        ("edit", "lmc (c = 1)"): (run(lmc_grad(manifold_weight=1.0), source), common + "; c = 1"),
+        ("edit", "lmc + fixed eps"): (run(lmc_grad(fixed_noise=True), source), common + "; " + eq9 + "; fixed eps in L_lmc"),
+    }
+    results = {key: (fn() if fn is not None else None, settings) for key, (fn, settings) in plan.items()}
+    results[("edit", "start")] = (source, "the lower modes {2,3}, before any step")
+    return results
+
+
+def mixture_metrics(x: Tensor, true: Tensor) -> dict:
+    """Sliced W1 to true target samples, covered target modes, share within 4 std of a target mode,
+    within-mode std / true std, and the mean distance of the target modes' particle means to their centres."""
+    covered, spread = GM.mode_stats(x, cond=TARGET)
+    centres = GM.means[TARGET]
+    near = (torch.cdist(x, centres).min(1).values < 4 * GM.stds[TARGET].max()).double().mean()
+    assign = GM.assign(x)
+    offsets = [float((x[assign == m].mean(0) - GM.means[m]).norm()) for m in TARGET if (assign == m).any()]
+    return dict(sw=sliced_wasserstein(x, true), covered=covered, near=float(near), spread=spread,
+                offset=sum(offsets) / len(offsets) if offsets else float("nan"))
+
+
+# ---------------------------------------------------------------------------------- output
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="Compare the guidance modes in one seeded run.")
+    p.add_argument("--reps", type=int, default=7, help="timed repetitions per mode in (a)")
+    p.add_argument("--particles", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for (a); 1 keeps ratios stable on a shared machine ((b) always uses 1)")
+    args = p.parse_args(argv)
+    t_start = time.time()
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+
+    cost, sizes = measure_cost(device, args.reps, args.seed)
+    cost["lmc (c = 1)"] = cost["lmc"]  # the same computation; c only rescales L_lmc
+
+    torch.set_num_threads(1)  # (b) bit-for-bit repeatable
+    runs = mixture_runs(args.particles, args.seed)
+    true = GM.sample(args.particles, generator=torch.Generator().manual_seed(args.seed + 100), cond=TARGET)
+    floor = sliced_wasserstein(GM.sample(args.particles, generator=torch.Generator().manual_seed(args.seed + 200),
+                                         cond=TARGET), true)
+    metrics = {key: (mixture_metrics(x, true) if x is not None else None) for key, (x, _) in runs.items()}
+
+    def cell(key):
+        m = metrics[key]
+        if m is None:
+            return "n/a"
+        return f"{m['sw']:.3f} · {m['covered']}/{len(TARGET)} · {100 * m['near']:.0f}% · {m['spread']:.2f}"
+
+    base_t, base_m, base_f, _ = cost["sds"]
+    print(f"## Guidance modes compared (`python benchmarks/compare.py`, seed {args.seed})\n")
+    print(f"Device: {device.type} (CPU threads for the step cost: {args.threads}), torch {torch.__version__}. Step cost on the tiny UNet "
+          f"({sizes['unet'] / 1e6:.2f} M parameters; k_psi {sizes['k_psi'] / 1e6:.2f} M), 4x64x64 latents, batch 1. "
+          f"Mixture: {args.particles} particles, target c = modes {TARGET} of 4; cells read "
+          f"sliced W1 to p(x|c) · target modes covered · share within 4 std of a target mode · within-mode std / true "
+          f"(noise floor of W1: {floor:.3f}).\n")
+    print("| mode | UNet (+ k_psi) evals / step | time ÷ sds | peak memory ÷ sds | GFLOP ÷ sds | generate from z = 0 "
+          "| edit {2,3} → {0,1} |")
+    print("|---|---|---|---|---|---|---|")
+    for mode in MODES:
+        t, m, f, evals = cost[mode]
+        print(f"| {mode} | {evals} | {t / base_t:.2f} | {m / base_m:.2f} | {f / base_f:.2f} | "
+              f"{cell(('generate', mode))} | {cell(('edit', mode))} |")
+    print(f"| (edit start) | | | | | | {cell(('edit', 'start'))} |")
+
+    print("\n### Details\n\n(a) one guidance-like step (timings depend on the machine and its load: on a busy shared "
+          "CPU the ratios move by up to ~10% between runs; memory and FLOPs are exact)\n")
+    print(f"| mode | ms / step (best of {args.reps}) | peak MiB during the step | GFLOP (matmul/conv) |")
+    print("|---|---|---|---|")
+    for mode in MODES:
+        t, m, f, _ = cost[mode]
+        print(f"| {mode} | {1e3 * t:.1f} | {m / 2**20:.1f} | {f / 1e9:.2f} |")
+    print("\n(b) the mixture, with the mean distance of target-mode particle means to the true centres\n")
+    print("| task | mode | sliced W1 | modes | within 4 std | within-mode std / true | centre offset | settings |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (task, mode), (_, settings) in runs.items():
+        m = metrics[(task, mode)]
+        if m is None:
+            print(f"| {task} | {mode} | n/a | | | | | {settings} |")
+        else:
+            print(f"| {task} | {mode} | {m['sw']:.3f} | {m['covered']}/{len(TARGET)} | {100 * m['near']:.1f}% | "
+                  f"{m['spread']:.2f} | {m['offset']:.3f} | {settings} |".replace("| nan |", "| n/a |"))
+    print("\nk_psi on the mixture: k(x, t) = s(t) x + b(t) fit by `lmc.train_corrective` (1,500 Adam steps) on "
+          "unconditional samples. The bridge direction does not vanish at the target (nothing anchors the particles "
+          "to the data), so with this step budget it overshoots; dds's source term cancels once the edit is done (here the "
+          "target modes are translates of the source modes). "
+          f"Total time {time.time() - t_start:.0f} s.")
+
+
+if __name__ == "__main__":
+    main()
