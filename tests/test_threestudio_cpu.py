@@ -177,8 +177,8 @@ def test_nvdiffrast_stand_in_imports_but_refuses_use():
     from threestudio_cpu import nvdiffrast
 
     dr = nvdiffrast.modules()["nvdiffrast.torch"]
-    annotation = dr.RasterizeCudaContext  # usable in annotations, as threestudio does
-    with pytest.raises(nvdiffrast.NvdiffrastUnavailable, match="nvdiffrast.torch.RasterizeCudaContext"):
-        annotation(device="cpu")
-    with pytest.raises(nvdiffrast.NvdiffrastUnavailable, match="needs nvdiffrast and a GPU"):
-        dr.rasterize(None, None, None, (8, 8))
+    ctx = dr.RasterizeCudaContext(device="cpu")  # threestudio's mesh exporter makes one up front
+    with pytest.raises(nvdiffrast.NvdiffrastUnavailable, match="nvdiffrast.torch.rasterize.*needs nvdiffrast and a GPU"):
+        dr.rasterize(ctx, None, None, (8, 8))
+    with pytest.raises(nvdiffrast.NvdiffrastUnavailable, match="nvdiffrast.torch.interpolate"):
+        dr.interpolate(None, None, None)

@@ -1,5 +1,6 @@
-"""Save and resume mid-run: the resumed run continues the timestep schedule and the carried noise
-exactly as the uninterrupted run (degraded-view NeRF: its batches are a function of the step)."""
+"""Save and resume mid-run: the resumed run continues the timestep schedule, the carried noise and
+the weights exactly as the uninterrupted run (degraded-view NeRF: its batches are a function of the
+step)."""
 import pytest
 import torch
 
@@ -27,15 +28,17 @@ def assert_same_state(a, b, path="guidance state"):
         assert a == b, f"{path}: {a} vs {b}"
 
 
-@pytest.mark.skipif(not CONFIG.exists(), reason=f"{CONFIG.name} is not in configs/")
-def test_resume_continues_schedule_and_carried_noise(tiny_sd, tmp_path):
-    whole = run_config(CONFIG, tmp_path / "whole", tiny_sd, 4, FIXED)
-    first = run_config(CONFIG, tmp_path / "first", tiny_sd, 2, FIXED)
-    ckpt = first.trial_dir / "ckpts" / "last.ckpt"
-    resumed = run_config(CONFIG, tmp_path / "resumed", tiny_sd, 4, FIXED + [f"resume={ckpt}"])
+def test_resume_continues_schedule_carried_noise_and_weights(tiny_sd, tmp_path):
+    common = FIXED + ["checkpoint.every_n_train_steps=2"]
+    whole = run_config(CONFIG, tmp_path / "whole", tiny_sd, 4, common)
+    resume = f"resume={whole.trial_dir / 'ckpts' / 'epoch=0-step=2.ckpt'}"
+    resumed = run_config(CONFIG, tmp_path / "resumed", tiny_sd, 4, common + [resume])
 
     steps = lambda run: [int(r["step"]) for r in run.metrics() if r.get("train/timestep")]
     assert steps(resumed) == [2, 3], "the resumed run did not start at step 2"
     assert resumed.series("train/timestep") == whole.series("train/timestep")[-2:]
     assert_finite_losses(resumed)
-    assert_same_state(resumed.checkpoint()["dreamsampler_guidance"], whole.checkpoint()["dreamsampler_guidance"])
+    a, b = whole.checkpoint("epoch=0-step=4.ckpt"), resumed.checkpoint("epoch=0-step=4.ckpt")
+    assert a["global_step"] == b["global_step"] == 4
+    assert_same_state(b["dreamsampler_guidance"], a["dreamsampler_guidance"])
+    assert_same_state(b["state_dict"], a["state_dict"], "weights")

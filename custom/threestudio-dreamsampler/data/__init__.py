@@ -1,1 +1,1 @@
-from . import steps_datamodule
+from . import degraded_multiview, steps_datamodule

@@ -1,1 +1,1 @@
-from . import image_system, svg_system
+from . import degraded_nerf, image_system, svg_system, text_to_nerf

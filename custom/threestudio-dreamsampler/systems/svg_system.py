@@ -41,15 +41,15 @@ from ..dreamsampler.metrics import psnr
 from ..dreamsampler.operators import build_operator
 from ..dreamsampler.rasterizer import render
 from ..dreamsampler.schedules import gamma_schedule
+from .guidance_state import GuidanceStateMixin
 from ..dreamsampler.svg import ICON_SUFFIX, VectorScene, init_scene, load_image, point_lr, save_svg, xing_loss
 
-GUIDANCE_STATE_KEY = "dreamsampler_guidance"
 STRIP_FRAMES = 8
 STRIP_HEIGHT = 128  # pixels per strip frame (nearest-neighbour subsampling)
 
 
 @threestudio.register("dreamsampler-svg-system")
-class DreamSamplerSVG(BaseSystem):
+class DreamSamplerSVG(GuidanceStateMixin, BaseSystem):
     @dataclass
     class Config(BaseSystem.Config):
         seed: int = 0  # set to ${seed}
@@ -105,7 +105,6 @@ class DreamSamplerSVG(BaseSystem):
             y = self.operator.measure(clean, torch.Generator().manual_seed(cfg.seed)).clamp(0, 1)
         self.register_buffer("clean", clean, persistent=False)
         self.register_buffer("measurement", y, persistent=False)
-        self._pending_guidance_state: Optional[dict] = None
 
     # ------------------------------------------------------------------ model
     def scene(self) -> VectorScene:
@@ -128,9 +127,7 @@ class DreamSamplerSVG(BaseSystem):
                 "dreamsampler-svg-system implements eq. 21 with system.guidance.weighting_strategy=tweedie "
                 f"(loss_sds = 0.5 ||E(g) - z0^||^2), got {self.guidance.cfg.weighting_strategy!r}"
             )
-        if self._pending_guidance_state is not None:
-            self.guidance.load_state_dict(self._pending_guidance_state)
-            self._pending_guidance_state = None
+        self.restore_guidance_state()
 
     # --------------------------------------------------------------- training
     def training_step(self, batch, batch_idx):
@@ -233,17 +230,3 @@ class DreamSamplerSVG(BaseSystem):
         picks = [frames[i] for i in np.linspace(0, len(frames) - 1, min(STRIP_FRAMES, len(frames))).round().astype(int)]
         stride = max(1, self.cfg.canvas_size // STRIP_HEIGHT)
         self.save_image("progress-strip.png", np.concatenate([iio.imread(f)[::stride, ::stride] for f in picks], axis=1))
-
-    # ------------------------------------------------------------ checkpoints
-    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        if hasattr(self, "guidance"):
-            checkpoint[GUIDANCE_STATE_KEY] = self.guidance.state_dict()
-
-    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        state = checkpoint.get(GUIDANCE_STATE_KEY)
-        if state is None:
-            return
-        if hasattr(self, "guidance"):
-            self.guidance.load_state_dict(state)
-        else:  # Lightning restores before on_fit_start builds the guidance
-            self._pending_guidance_state = state

@@ -3,7 +3,9 @@
 threestudio imports ``nvdiffrast.torch`` at module level (PBR material, mesh rasterizer), so the
 import must succeed for threestudio to load at all; any use raises an error that says what is
 missing. Mesh rasterization (``nvdiff-rasterizer``, ``pbr-material``, textured mesh export) needs the
-real nvdiffrast on a GPU.
+real nvdiffrast on a GPU. Creating a rasterizer context is allowed (threestudio's mesh exporter makes
+one up front even when it never rasterizes, as in an untextured ``.obj`` export); rasterizing with it
+raises.
 """
 from __future__ import annotations
 
@@ -27,12 +29,24 @@ class _Unavailable:
         )
 
 
+class _Context:
+    """``RasterizeGLContext`` / ``RasterizeCudaContext``: constructible; every op that takes one raises."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+
+CONTEXTS = ("RasterizeGLContext", "RasterizeCudaContext")
+
+
 def _module(name: str) -> types.ModuleType:
     module = types.ModuleType(name, __doc__)
 
     def __getattr__(attr: str):
         if attr.startswith("__"):
             raise AttributeError(attr)
+        if attr in CONTEXTS:
+            return type(attr, (_Context,), {})
         return type(attr, (_Unavailable,), {"qualified_name": f"{name}.{attr}"})
 
     module.__getattr__ = __getattr__

@@ -1,0 +1,208 @@
+"""``dreamsampler-degraded-nerf-system``: a NeRF from degraded views y = A(x) and a caption c_y
+(supplementary sec. 5.1, eq. 18-19), with ``degraded-multiview-datamodule``.
+
+- Warm-up (``warmup_steps``): data consistency only, l_DC 0.5 ||y - A g||^2 (+ l_LPIPS LPIPS(A g, y)
+  when LPIPS weights are on this machine), on data views. A warm-up as long as the run is a
+  data-consistency-only reconstruction: no diffusion model is loaded.
+- Then eq. 18 with gamma = abar_t of the guidance's current timestep, plus pixel distillation (eq. 19):
+  ``(1 - gamma) l_SDS loss_sds + gamma l_DC 0.5 ||y - A g||^2 + l_pixel ||g - D(z0^)||^2``; novel views
+  (no measurement) get the distillation terms only. The guidance's decreasing schedule runs over the
+  steps after the warm-up, with carried noise per camera (``guidance.per_view_noise``).
+- threestudio's sparsity / opacity / z-variance (HiFA) / orientation regularizers, weighted by ``system.loss``.
+- Evaluation: validation and test render the data views; with clean ground truth, PSNR / SSIM (LPIPS
+  when available) of renders and of the degraded inputs (the baseline) are logged and written to
+  ``<trial>/save/metrics.json`` (test) and ``it<step>-val/metrics.json``; the test also renders a
+  360-degree orbit video.
+The math (A, the eq. 18 weights, the data term, metrics) is in ``dreamsampler/``.
+"""
+import os
+from dataclasses import dataclass, field
+
+import torch.nn.functional as F
+
+import threestudio
+from threestudio.systems.base import BaseLift3DSystem
+from threestudio.utils.ops import binary_cross_entropy, dot
+from threestudio.utils.typing import *
+
+from ..dreamsampler.inverse import data_consistency, eq18_weights
+from ..dreamsampler.metrics import image_metrics, load_lpips
+from ..dreamsampler.operators import build_operator
+from ..dreamsampler.schedules import gamma_schedule
+from .text_to_nerf import DreamSamplerNeRF
+
+
+def _bchw(x: Tensor) -> Tensor:
+    return x.permute(0, 3, 1, 2)
+
+
+def _bhwc(x: Tensor) -> Tensor:
+    return x.permute(0, 2, 3, 1)
+
+
+@threestudio.register("dreamsampler-degraded-nerf-system")
+class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
+    @dataclass
+    class Config(DreamSamplerNeRF.Config):
+        operator: dict = field(default_factory=dict)  # ${data.operator}
+        warmup_steps: int = 1000
+
+    cfg: Config
+
+    def configure(self) -> None:
+        super().configure()
+        try:
+            self.operator = build_operator(dict(self.cfg.operator))
+        except ValueError as exc:
+            raise ValueError(f"system.operator={dict(self.cfg.operator)} is invalid (set it to ${{data.operator}}): {exc}") from exc
+        self._lpips_fn, self._lpips_loaded = None, False
+        self._use_lpips_loss = False
+        self._eval_rows: List[Dict[str, Any]] = []
+
+    def on_fit_start(self) -> None:
+        if self.cfg.warmup_steps >= self.trainer.max_steps:
+            threestudio.info("system.warmup_steps covers the whole run: data consistency only, no diffusion model")
+            BaseLift3DSystem.on_fit_start(self)  # without DreamFusion's prompt processor and guidance
+        else:
+            super().on_fit_start()
+        self._use_lpips_loss = self.C(self.cfg.loss.get("lambda_lpips", 0.0)) > 0 and self._lpips() is not None
+
+    def _lpips(self):
+        """LPIPS (loss and metric), loaded once; None with one warning when its weights are not on this machine."""
+        if not self._lpips_loaded:
+            self._lpips_fn, self._lpips_loaded = load_lpips(self.device), True
+        return self._lpips_fn
+
+    def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False):
+        # the guidance's decreasing schedule covers the steps after the warm-up
+        if getattr(self, "guidance", None) is not None:
+            self.guidance.update_step(epoch, max(global_step - self.cfg.warmup_steps, 0), on_load_weights)
+
+    # ---------------------------------------------------------------- training
+    def training_step(self, batch, batch_idx):
+        out = self(batch)
+        rgb = out["comp_rgb"]
+        warmup = self.true_global_step < self.cfg.warmup_steps
+        has_y = "measurement" in batch
+        if warmup and not has_y:
+            raise ValueError("novel views during the warm-up: set data.novel_view_start_step to system.warmup_steps")
+        loss = 0.0
+        if has_y:
+            y = _bchw(batch["measurement"])
+            loss_dc = data_consistency(y, self.operator, _bchw(rgb))
+            self.log("train/loss_dc", loss_dc)
+        if warmup:
+            loss = self.C(self.cfg.loss.lambda_dc) * loss_dc
+            if self._use_lpips_loss:
+                loss_lpips = self._lpips()(_bhwc(self.operator(_bchw(rgb))), batch["measurement"]).mean()
+                self.log("train/loss_lpips", loss_lpips)
+                loss = loss + self.C(self.cfg.loss.lambda_lpips) * loss_lpips
+        else:
+            guidance_out = self.guidance(rgb, self.prompt_processor(), **batch, rgb_as_latents=False)
+            gamma = float(gamma_schedule("alpha", self.guidance.alphas[guidance_out["timestep"]]))
+            w_sds, w_dc = eq18_weights(gamma, self.C(self.cfg.loss.lambda_sds), self.C(self.cfg.loss.lambda_dc))
+            loss = w_sds * guidance_out["loss_sds"]
+            if has_y:
+                loss = loss + w_dc * loss_dc
+            if "loss_pixel" in guidance_out:
+                loss = loss + self.C(self.cfg.loss.lambda_pixel) * guidance_out["loss_pixel"]
+            for name in ("loss_sds", "loss_pixel", "grad_norm", "timestep"):
+                if name in guidance_out:
+                    self.log(f"train/{name}", guidance_out[name])
+            self.log("train/gamma", gamma)
+        loss = loss + self._regularizers(out)
+        for name, value in self.cfg.loss.items():
+            self.log(f"train_params/{name}", self.C(value))
+        return {"loss": loss}
+
+    def _regularizers(self, out: Dict[str, Any]) -> Tensor:
+        """threestudio's NeRF regularizers (as in its DreamFusion / HiFA systems), weighted by system.loss."""
+        loss, lam = 0.0, self.cfg.loss
+        opacity = out["opacity"]
+        if self.C(lam.get("lambda_orient", 0.0)) > 0:
+            if "normal" not in out:
+                raise ValueError("system.loss.lambda_orient > 0 needs normals: set system.geometry.normal_type")
+            orient = (out["weights"].detach() * dot(out["normal"], out["t_dirs"]).clamp_min(0.0) ** 2).sum()
+            orient = orient / (opacity > 0).sum().clamp_min(1)
+            self.log("train/loss_orient", orient)
+            loss = loss + self.C(lam.lambda_orient) * orient
+        sparsity = (opacity**2 + 0.01).sqrt().mean()
+        clamped = opacity.clamp(1.0e-3, 1.0 - 1.0e-3)
+        opaque = binary_cross_entropy(clamped, clamped)
+        self.log("train/loss_sparsity", sparsity)
+        self.log("train/loss_opaque", opaque)
+        loss = loss + self.C(lam.get("lambda_sparsity", 0.0)) * sparsity + self.C(lam.get("lambda_opaque", 0.0)) * opaque
+        if self.C(lam.get("lambda_z_variance", 0.0)) > 0 and (opacity > 0.5).any():
+            z_var = out["z_variance"][opacity > 0.5].mean()
+            self.log("train/loss_z_variance", z_var)
+            loss = loss + self.C(lam.lambda_z_variance) * z_var
+        return loss
+
+    # -------------------------------------------------------------- evaluation
+    def _evaluate_view(self, batch, rgb: Tensor, folder: str) -> None:
+        """Save render | A(render) | y | ground truth, and the metrics row of a data view."""
+        y = batch["measurement"]
+        imgs = [rgb, _bhwc(self.operator(_bchw(rgb))).clamp(0, 1), y]
+        row = {"view": int(batch["data_index"][0])}
+        if "gt_rgb" in batch:
+            gt = batch["gt_rgb"]
+            imgs.append(gt)
+            lpips = self._lpips()
+            y_up = y if y.shape == gt.shape else _bhwc(
+                F.interpolate(_bchw(y), gt.shape[1:3], mode="bicubic", align_corners=False).clamp(0, 1)
+            )
+            for prefix, img in (("render", rgb), ("input", y_up)):
+                for k, v in image_metrics(img.clamp(0, 1), gt, lpips).items():
+                    row[f"{prefix}_{k}"] = float(v[0])
+        self._eval_rows.append(row)
+        self.save_image_grid(
+            f"{folder}/{row['view']}.png",
+            [{"type": "rgb", "img": im[0], "kwargs": {"data_format": "HWC"}} for im in imgs],
+            name=folder,
+            step=self.true_global_step,
+        )
+
+    def _write_metrics(self, stage: str, filename: str) -> None:
+        rows, self._eval_rows = self._eval_rows, []
+        if not rows or len(rows[0]) == 1:  # no ground truth
+            return
+        keys = [k for k in rows[0] if k != "view"]
+        mean = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
+        for k, v in mean.items():
+            self.log(f"{stage}/{k}", v)
+        summary = {
+            "step": self.true_global_step,
+            "n_views": len(rows),
+            "renders": {k[len("render_"):]: v for k, v in mean.items() if k.startswith("render_")},
+            "degraded_input": {k[len("input_"):]: v for k, v in mean.items() if k.startswith("input_")},
+            "per_view": rows,
+        }
+        path = self.save_json(filename, summary)
+        threestudio.info(f"{stage} metrics: renders {summary['renders']}, degraded input {summary['degraded_input']} -> {path}")
+
+    def validation_step(self, batch, batch_idx):
+        out = self(batch)
+        self._evaluate_view(batch, out["comp_rgb"], f"it{self.true_global_step}-val")
+
+    def on_validation_epoch_end(self):
+        self._write_metrics("val", f"it{self.true_global_step}-val/metrics.json")
+
+    def test_step(self, batch, batch_idx):
+        out = self(batch)
+        if int(batch["data_index"][0]) >= 0:
+            self._evaluate_view(batch, out["comp_rgb"], f"it{self.true_global_step}-views")
+            return
+        self.save_image_grid(
+            f"it{self.true_global_step}-test/{batch['index'][0]}.png",
+            [
+                {"type": "rgb", "img": out["comp_rgb"][0], "kwargs": {"data_format": "HWC"}},
+                {"type": "grayscale", "img": out["opacity"][0, :, :, 0], "kwargs": {"cmap": None, "data_range": (0, 1)}},
+            ],
+            name="test_step",
+            step=self.true_global_step,
+        )
+
+    def on_test_epoch_end(self):
+        self._write_metrics("test", "metrics.json")
+        if os.path.isdir(os.path.join(self.get_save_dir(), f"it{self.true_global_step}-test")):
+            super().on_test_epoch_end()  # the orbit video
