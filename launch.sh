@@ -76,7 +76,8 @@ cmd_tiny_sd() {
 cmd_test() {
   local py root; py="$(python_bin)"
   if root="$(threestudio_root)"; then link_extension "$root"; export THREESTUDIO_ROOT="$root"; fi
-  cd "$REPO" && "$py" -m pytest tests "$@"
+  # no path given: pytest.ini's testpaths (tests/); a path given: only that
+  cd "$REPO" && "$py" -m pytest "$@"
 }
 
 # threestudio's own launch.py (through run_threestudio.py) in mode --train, --test or --export.

@@ -71,6 +71,18 @@ def test_timestep_decreases_over_the_run(ts, tiny_sd, prompt_utils, schedule):
     assert all(b <= a for a, b in zip(seen, seen[1:])) and len(set(seen)) >= 9
 
 
+def test_running_past_the_schedule_warns_once(ts, tiny_sd, monkeypatch):
+    """A drop-in config whose trainer.max_steps exceeds guidance.trainer_max_steps is told how to fix it."""
+    import threestudio
+
+    messages = []
+    monkeypatch.setattr(threestudio, "warn", lambda msg, *a, **k: messages.append(msg))
+    g = make_guidance(ts, tiny_sd)
+    for step in range(9, 14):
+        g.update_step(0, step)
+    assert len(messages) == 1 and "trainer_max_steps=10" in messages[0] and "${trainer.max_steps}" in messages[0]
+
+
 def test_next_step_noise_is_the_previous_cfg_prediction(ts, tiny_sd, prompt_utils):
     """Alg. 2: at step 1 the noise added is eps^ predicted at step 0 (eta = 0), computed here by hand."""
     g = make_guidance(ts, tiny_sd, view_dependent_prompting=False)

@@ -111,6 +111,7 @@ class DreamSamplerGuidance(BaseObject):
         )
         self.index = 0
         self.global_step = 0
+        self._warned_schedule_end = False
         self.source_prompt_utils = self._source_prompt_utils() if self.cfg.mode in ("bridge", "dds") else None
         self.corrective = self._corrective() if self.cfg.mode == "lmc" else None
         self.fixed_noise = FixedNoise(self.cfg.lmc_seed) if self.cfg.lmc_fixed_noise else None
@@ -350,6 +351,13 @@ class DreamSamplerGuidance(BaseObject):
             )
         self.global_step = global_step
         self.index = index_for_step(global_step, self.cfg.steps_per_timestep, len(self.sampler))
+        if global_step >= self.cfg.trainer_max_steps and not self._warned_schedule_end:
+            self._warned_schedule_end = True
+            threestudio.warn(
+                f"dreamsampler-guidance: step {global_step} is past guidance.trainer_max_steps="
+                f"{self.cfg.trainer_max_steps}; the timestep stays at {self.current_timestep}. "
+                "Set system.guidance.trainer_max_steps=${trainer.max_steps} to spread the schedule over the run"
+            )
 
     @property
     def current_timestep(self) -> int:
