@@ -78,9 +78,15 @@ def test_running_past_the_schedule_warns_once(ts, tiny_sd, monkeypatch):
     messages = []
     monkeypatch.setattr(threestudio, "warn", lambda msg, *a, **k: messages.append(msg))
     g = make_guidance(ts, tiny_sd)
-    for step in range(9, 14):
+    for step in range(9, 11):  # the last step, then test / validation at global_step == trainer_max_steps
+        g.update_step(0, step)
+    assert messages == []
+    for step in range(11, 14):
         g.update_step(0, step)
     assert len(messages) == 1 and "trainer_max_steps=10" in messages[0] and "${trainer.max_steps}" in messages[0]
+    sds = make_guidance(ts, tiny_sd, mode="sds")  # random timesteps: no schedule to outlive
+    sds.update_step(0, 20)
+    assert len(messages) == 1
 
 
 def test_next_step_noise_is_the_previous_cfg_prediction(ts, tiny_sd, prompt_utils):

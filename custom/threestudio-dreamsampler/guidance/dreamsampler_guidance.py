@@ -351,7 +351,9 @@ class DreamSamplerGuidance(BaseObject):
             )
         self.global_step = global_step
         self.index = index_for_step(global_step, self.cfg.steps_per_timestep, len(self.sampler))
-        if global_step >= self.cfg.trainer_max_steps and not self._warned_schedule_end:
+        # test / validation after a full run come at global_step == trainer_max_steps: not past it
+        past_schedule = self.cfg.mode == "dreamsampler" and global_step > self.cfg.trainer_max_steps
+        if past_schedule and not self._warned_schedule_end:
             self._warned_schedule_end = True
             threestudio.warn(
                 f"dreamsampler-guidance: step {global_step} is past guidance.trainer_max_steps="
