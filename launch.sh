@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # threestudio-dreamsampler launcher.
-#   bash launch.sh setup            create .venv, install requirements.txt, locate threestudio, build the tiny pipeline
+#   bash launch.sh setup            create .venv, install requirements.txt and this project (the dreamsampler core,
+#                                   the launcher), locate and install threestudio, build the tiny pipeline
 #   bash launch.sh test [pytest args]   run the test suite (host tests run when threestudio is found)
 #   bash launch.sh tiny-sd [dir]    build the tiny offline Stable-Diffusion-shaped pipeline
 #   bash launch.sh train|test|export --config <yaml> [--cpu] [--gpu 0,1] [--smoke N] [key=value ...]
@@ -40,17 +41,21 @@ link_extension() {
   ln -sfn "$REPO/custom/$EXT_NAME" "$root/custom/$EXT_NAME"
 }
 
+# threestudio as an (editable) package of the environment, so `import threestudio` finds the checkout
+install_threestudio() {
+  "$VENV/bin/python" -m pip install -q --no-deps -e "$1"
+  link_extension "$1"; say "threestudio: $1 (installed in $VENV)"
+}
+
 locate_threestudio() {
   local root
-  if root="$(threestudio_root)"; then
-    link_extension "$root"; say "threestudio: $root"; return 0
-  fi
+  if root="$(threestudio_root)"; then install_threestudio "$root"; return 0; fi
   if [ -n "${THREESTUDIO_ROOT:-}" ]; then return 0; fi
   mkdir -p "$CACHE"
   if timeout 300 git clone -q "$TS_URL" "$CACHE/threestudio.tmp" 2>/dev/null \
      && git -C "$CACHE/threestudio.tmp" checkout -q "$TS_COMMIT" 2>/dev/null; then
     mv "$CACHE/threestudio.tmp" "$CACHE/threestudio"
-    link_extension "$CACHE/threestudio"; say "threestudio: cloned $TS_COMMIT to $CACHE/threestudio"
+    say "threestudio: cloned $TS_COMMIT to $CACHE/threestudio"; install_threestudio "$CACHE/threestudio"
   else
     rm -rf "$CACHE/threestudio.tmp"
     say "threestudio: could not clone $TS_URL (no network?); host tests will skip - set THREESTUDIO_ROOT to a checkout"
@@ -63,6 +68,7 @@ cmd_setup() {
   [ -x "$VENV/bin/python" ] || "$py" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -r "$REPO/requirements.txt"
+  "$VENV/bin/python" -m pip install -q --no-deps -e "$REPO"   # the core and the launcher (pyproject.toml)
   locate_threestudio
   cmd_tiny_sd >/dev/null
   say "setup done"
@@ -70,7 +76,7 @@ cmd_setup() {
 
 cmd_tiny_sd() {
   local py; py="$(python_bin)"
-  (cd "$REPO/custom/$EXT_NAME" && "$py" -m dreamsampler.tiny_pipeline "$@")
+  "$py" -m dreamsampler.testing.tiny_pipeline "$@"
 }
 
 cmd_test() {
@@ -87,7 +93,7 @@ cmd_threestudio() {
     say "no threestudio checkout: set THREESTUDIO_ROOT or run 'bash launch.sh setup'"; exit 1
   fi
   link_extension "$root"; export THREESTUDIO_ROOT="$root"
-  "$py" "$REPO/custom/$EXT_NAME/run_threestudio.py" "$mode" "$@"
+  "$py" -m dreamsampler_launcher.run_threestudio "$mode" "$@"
 }
 
 # Every shipped config for a few steps on the tiny pipeline, on the CPU; lists the trial directories.

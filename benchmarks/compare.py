@@ -1,8 +1,12 @@
 """The guidance modes side by side, measured in one seeded run: ``python benchmarks/compare.py``.
 
-(a) Cost of one guidance-like step on the tiny pipeline's UNet (4x64x64 latents, i.e. 512x512
-    renders, batch 1): the UNet evaluations each mode really needs (batched into one call, as the
-    guidance does), the mode's direction, and the backward pass of the surrogate loss into the latent.
+Both halves run the guidance's own mode functions (``dreamsampler.distill.modes``: the functions
+``dreamsampler-guidance`` calls), over the tiny UNet in (a) and over the mixture's exact eps in (b).
+
+(a) Cost of one guidance step on the tiny pipeline's UNet (4x64x64 latents, i.e. 512x512
+    renders, batch 1): the UNet evaluations each mode makes (one batched call, the guidance's),
+    the mode's gradient (the guidance's default weighting ``sds``), and the backward pass of the
+    surrogate loss into the latent.
     Time (best of interleaved repetitions, as timeit reports: the least disturbed by other load), peak memory allocated during the step and matmul/conv
     GFLOP, each also as a ratio against ``sds``. The VAE is left out (the same for every mode; dds's
     source latent is encoded once and cached). k_psi is the paper-sized corrective (32 filters,
@@ -32,12 +36,19 @@ import torch
 from diffusers import DDIMScheduler
 from torch import Tensor, nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "custom" / "threestudio-dreamsampler"))
 
-from dreamsampler import DreamSampler, decreasing_timesteps, distill, lmc  # noqa: E402
-from dreamsampler.gaussian_mixture import GaussianMixture, sliced_wasserstein  # noqa: E402
-from dreamsampler.modes import bridge_direction, dds_direction, score_direction, source_prompt  # noqa: E402
-from dreamsampler.tiny_pipeline import SCHEDULER_CONFIG, build_tiny_pipeline, default_location  # noqa: E402
+from dreamsampler import DreamSampler, decreasing_timesteps, distill
+from dreamsampler.diffusion.process import forward_noise
+from dreamsampler.distill import lmc
+from dreamsampler.distill.modes import (
+    bridge_distillation,
+    dds_distillation,
+    lmc_distillation,
+    score_distillation,
+    source_prompt,
+)
+from dreamsampler.testing.gaussian_mixture import GaussianMixture, sliced_wasserstein
+from dreamsampler.testing.tiny_pipeline import SCHEDULER_CONFIG, build_tiny_pipeline, default_location
 
 MODES = ("sds", "dreamsampler", "bridge", "dds", "lmc", "lmc (c = 1)", "lmc + fixed eps")
 
@@ -106,11 +117,14 @@ def guidance_steps(device: torch.device, seed: int):
 
     def eps(z_t, t, emb):
         calls["unet"] += z_t.shape[0]
-        return unet(z_t, t.expand(z_t.shape[0]), encoder_hidden_states=emb).sample
+        return unet(z_t, t, encoder_hidden_states=emb).sample
 
     def draw():
         t = torch.randint(20, 981, (1,), generator=g).to(device)
         return t, alphas[t].view(-1, 1, 1, 1), torch.randn(z.shape, generator=g).to(device)
+
+    def w(a):
+        return distill.weighting("sds", a)  # the guidance's default weighting_strategy
 
     def apply(grad):
         z.grad = None
@@ -119,9 +133,7 @@ def guidance_steps(device: torch.device, seed: int):
     def sds():
         t, a, e = draw()
         with torch.no_grad():
-            z_t = a.sqrt() * z + (1 - a).sqrt() * e
-            eps_c, eps_u = eps(torch.cat([z_t, z_t]), t, torch.cat([tgt, null])).chunk(2)
-            grad = distill.weighting("sds", a) * score_direction(eps_c, eps_u, e, 100.0)
+            grad, _ = score_distillation(eps, forward_noise(z, e, a), t, tgt, null, e, 100.0, w(a))
         apply(grad)
 
     def dreamsampler():
@@ -130,41 +142,28 @@ def guidance_steps(device: torch.device, seed: int):
         a = alphas[t].view(-1, 1, 1, 1)
         with torch.no_grad():
             z_t = ds.add_noise(z.detach(), i, generator=g)
-            eps_c, eps_u = eps(torch.cat([z_t, z_t]), t, torch.cat([tgt, null])).chunk(2)
-            eps_hat = distill.cfg(eps_u, eps_c, 100.0)
+            grad, eps_hat = score_distillation(eps, z_t, t, tgt, null, ds.noise_tilde(i), 100.0, w(a))
             ds.step(z_t, eps_hat, i)
-            grad = distill.weighting("tweedie", a) * (eps_hat - ds.noise_tilde(i))
         apply(grad)
 
     def bridge():
         t, a, e = draw()
         with torch.no_grad():
-            z_t = a.sqrt() * z + (1 - a).sqrt() * e
-            eps_t, eps_s = eps(torch.cat([z_t, z_t]), t, torch.cat([tgt, bridge_src])).chunk(2)
-            grad = distill.weighting("sds", a) * bridge_direction(eps_t, eps_s, 25.0)
+            grad, _ = bridge_distillation(eps, forward_noise(z, e, a), t, tgt, bridge_src, 25.0, w(a))
         apply(grad)
 
     def dds():
         t, a, e = draw()
         with torch.no_grad():
-            z_t, z_src_t = (a.sqrt() * x + (1 - a).sqrt() * e for x in (z, z_src))
-            eps_t, eps_s = eps(torch.cat([z_t, z_src_t]), t, torch.cat([tgt, dds_src])).chunk(2)
-            grad = distill.weighting("sds", a) * dds_direction(eps_t, eps_s, 7.5)
+            grad, _ = dds_distillation(eps, forward_noise(z, e, a), forward_noise(z_src, e, a), t, tgt, dds_src, 7.5, w(a))
         apply(grad)
 
     def lmc_step(fixed_noise: bool):
         def step():
             t, a, e = draw()
             with torch.no_grad():
-                z_t = a.sqrt() * z + (1 - a).sqrt() * e
-                if not fixed_noise:
-                    eps_c, eps_u = eps(torch.cat([z_t, z_t]), t, torch.cat([tgt, null])).chunk(2)
-                    extra = {}
-                else:
-                    z_t_fix = a.sqrt() * z + (1 - a).sqrt() * fixed(z.shape, device=device)
-                    eps_c, eps_u, eps_u_fix = eps(torch.cat([z_t, z_t, z_t_fix]), t, torch.cat([tgt, null, null])).chunk(3)
-                    extra = dict(z_t_fixed=z_t_fix, eps_uncond_fixed=eps_u_fix)
-                grad = lmc.lmc_gradient(k, z, t, a, z_t, eps_c, eps_u, 7.5, distill.weighting("sds", a), **extra)
+                z_t_fixed = forward_noise(z, fixed(z.shape, device=device), a) if fixed_noise else None
+                grad, _ = lmc_distillation(eps, k, z, forward_noise(z, e, a), t, a, tgt, null, 7.5, w(a), z_t_fixed=z_t_fixed)
             apply(grad)
         return step
 
@@ -255,7 +254,7 @@ def run_random_t(grad_fn, z0: Tensor, alphas: Tensor, seed: int) -> Tensor:
         t = int(torch.randint(T_RANGE[0], T_RANGE[1] + 1, (1,), generator=g))
         a = alphas[t]
         e = torch.randn(z.shape, generator=g, dtype=torch.float64)
-        z = z - LR * grad_fn(i, z, t, a, a.sqrt() * z + (1 - a).sqrt() * e, e)
+        z = z - LR * grad_fn(i, z, torch.full((z.shape[0],), t), a, forward_noise(z, e, a), e)
     return z
 
 
@@ -265,13 +264,16 @@ def run_dreamsampler(z0: Tensor, alphas: Tensor, seed: int, steps: int = 100) ->
     g = torch.Generator().manual_seed(seed)
     ts = decreasing_timesteps(steps, 20, 980)
     ds = DreamSampler(alphas, ts)
+    eps_fn, n = GM.eps_fn(alphas), z0.shape[0]
+    tgt, null = GM.embedding(TARGET, n), GM.embedding(None, n)
     z = z0.clone()
     for i in range(steps):
         a = alphas[ts[i]]
         z_t = ds.add_noise(z, i, generator=g)
-        eps_hat = distill.cfg(GM.eps(z_t, a), GM.eps(z_t, a, TARGET), SCALE)
+        grad, eps_hat = score_distillation(eps_fn, z_t, ts[i].expand(n), tgt, null, ds.noise_tilde(i), SCALE,
+                                           distill.weighting("tweedie", a))
         ds.step(z_t, eps_hat, i)
-        z = z - distill.weighting("tweedie", a) * (eps_hat - ds.noise_tilde(i))
+        z = z - grad
     return z
 
 
@@ -283,33 +285,31 @@ def mixture_runs(n: int, seed: int):
     source = GM.sample(n, generator=g, cond=SOURCE)
     k = train_mixture_corrective(alphas, seed)
     fixed = lmc.FixedNoise(seed + 1)
+    eps_fn = GM.eps_fn(alphas)
+    tgt, null, src = GM.embedding(TARGET, n), GM.embedding(None, n), GM.embedding(SOURCE, n)
 
     def w(a):
         return distill.weighting("sds", a)
 
     def sds(i, z, t, a, z_t, e):
-        return w(a) * score_direction(GM.eps(z_t, a, TARGET), GM.eps(z_t, a), e, SCALE)
+        return score_distillation(eps_fn, z_t, t, tgt, null, e, SCALE, w(a))[0]
 
     def bridge_generate(i, z, t, a, z_t, e):
         if i < BRIDGE_STAGE1:
             return sds(i, z, t, a, z_t, e)
-        return w(a) * bridge_direction(GM.eps(z_t, a, TARGET), GM.eps(z_t, a), SCALE)
+        return bridge_distillation(eps_fn, z_t, t, tgt, null, SCALE, w(a))[0]
 
     def bridge_edit(i, z, t, a, z_t, e):
-        return w(a) * bridge_direction(GM.eps(z_t, a, TARGET), GM.eps(z_t, a, SOURCE), SCALE)
+        return bridge_distillation(eps_fn, z_t, t, tgt, src, SCALE, w(a))[0]
 
     def dds(i, z, t, a, z_t, e):
-        z_src_t = a.sqrt() * source + (1 - a).sqrt() * e
-        return w(a) * dds_direction(GM.eps(z_t, a, TARGET), GM.eps(z_src_t, a, SOURCE), SCALE)
+        return dds_distillation(eps_fn, z_t, forward_noise(source, e, a), t, tgt, src, SCALE, w(a))[0]
 
     def lmc_grad(manifold_weight=None, fixed_noise=False):
         def grad(i, z, t, a, z_t, e):
-            extra = {}
-            if fixed_noise:
-                z_t_fix = a.sqrt() * z + (1 - a).sqrt() * fixed(z.shape, dtype=z.dtype)
-                extra = dict(z_t_fixed=z_t_fix, eps_uncond_fixed=GM.eps(z_t_fix, a))
-            return lmc.lmc_gradient(k, z, t, a, z_t, GM.eps(z_t, a, TARGET), GM.eps(z_t, a), SCALE, w(a),
-                                    normalize_target=False, manifold_weight=manifold_weight, **extra)
+            z_t_fixed = forward_noise(z, fixed(z.shape, dtype=z.dtype), a) if fixed_noise else None
+            return lmc_distillation(eps_fn, k, z, z_t, t, a, tgt, null, SCALE, w(a), manifold_weight=manifold_weight,
+                                    z_t_fixed=z_t_fixed, normalize_target=False)[0]
         return grad
 
     def run(fn, start):

@@ -12,20 +12,18 @@ shared machine hits both alike); the fastest run of each is compared, printed as
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler, StableDiffusionPipeline
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "custom" / "threestudio-dreamsampler"))
 
-from dreamsampler.editing import edit  # noqa: E402
-from dreamsampler.image_io import read_image, square_resize  # noqa: E402
-from dreamsampler.latent_model import LatentModel  # noqa: E402
-from dreamsampler.reverse import ReverseSchedule  # noqa: E402
-from dreamsampler.tiny_pipeline import build_tiny_pipeline, default_location  # noqa: E402
+from dreamsampler.image.editing import edit
+from dreamsampler.image_io import read_image, square_resize
+from dreamsampler.diffusion.latent_model import LatentModel
+from dreamsampler.diffusion.schedules import ReverseSchedule
+from dreamsampler.testing.tiny_pipeline import build_tiny_pipeline, default_location
 
 
 def _sync(device: torch.device) -> None:

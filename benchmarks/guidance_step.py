@@ -25,10 +25,8 @@ import time
 import psutil
 import torch
 
-EXT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "custom", "threestudio-dreamsampler")
-sys.path.insert(0, EXT)
-import run_threestudio  # noqa: E402
-from dreamsampler.tiny_pipeline import build_tiny_pipeline, default_location  # noqa: E402
+from dreamsampler_launcher import run_threestudio
+from dreamsampler.testing.tiny_pipeline import build_tiny_pipeline, default_location
 
 VARIANTS = [  # (label, guidance type, extra config)
     ("stable-diffusion-guidance (threestudio)", "stable-diffusion-guidance", {}),

@@ -14,14 +14,12 @@ small kernels slow down by an order of magnitude; the header prints the load ave
 import argparse
 import os
 import statistics
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "custom", "threestudio-dreamsampler"))
-from dreamsampler.rasterizer import diffvg_available, render  # noqa: E402
-from dreamsampler.svg import init_scene  # noqa: E402
+from dreamsampler.vector.rasterizer import diffvg_available, render
+from dreamsampler.vector.svg import init_scene
 
 SCENES = [  # (label, paths, canvas, radius)
     ("128 paths 224x224", 128, 224, 20.0),

@@ -31,17 +31,15 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-EXT = REPO / "custom" / "threestudio-dreamsampler"
-sys.path.insert(0, str(EXT))
 
-from dreamsampler.procedural import make_scene  # noqa: E402
-from dreamsampler.tiny_pipeline import build_tiny_pipeline, default_location  # noqa: E402
-from dreamsampler.views import RingSpec  # noqa: E402
+from dreamsampler.multiview.procedural import make_scene
+from dreamsampler.testing.tiny_pipeline import build_tiny_pipeline, default_location
+from dreamsampler.multiview.views import RingSpec
 
 
 def run(name: str, out: Path, overrides: list, log: Path) -> Path:
     """One training run (train + test); returns its trial directory."""
-    cmd = [sys.executable, str(EXT / "run_threestudio.py"), "--config", str(REPO / "configs/dreamsampler-degraded-nerf.yaml"),
+    cmd = [sys.executable, "-m", "dreamsampler_launcher.run_threestudio", "--config", str(REPO / "configs/dreamsampler-degraded-nerf.yaml"),
            "--train", f"exp_root_dir={out / name}", *overrides]
     start = time.time()
     with open(log, "w") as f:

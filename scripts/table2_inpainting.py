@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +31,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "custom" / "threestudio-dreamsampler"))
 
-from dreamsampler.image_io import latent_mask, read_image, rect_mask, square_resize  # noqa: E402
-from dreamsampler.inpainting import InverseProblem, initial_latent, masked_psnr, solve  # noqa: E402
-from dreamsampler.latent_model import LatentModel  # noqa: E402
-from dreamsampler.operators import AdditiveNoise, Compose, Mask  # noqa: E402
-from dreamsampler.reverse import ReverseSchedule  # noqa: E402
+from dreamsampler.image_io import latent_mask, read_image, rect_mask, square_resize, to_uint8
+from dreamsampler.image.inpainting import InverseProblem, initial_latent, masked_psnr, solve
+from dreamsampler.diffusion.latent_model import LatentModel
+from dreamsampler.inverse.operators import AdditiveNoise, Compose, Mask
+from dreamsampler.diffusion.schedules import ReverseSchedule
 
 TASKS = {
     "glasses": ("a photography of face wearing glasses", "eye"),
@@ -60,7 +58,7 @@ def load_mask(path: str | None, region: str, size: int) -> torch.Tensor:
 
 
 def to_png(img: torch.Tensor, path: Path) -> None:
-    Image.fromarray((img[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)).save(path)
+    Image.fromarray(to_uint8(img[0])).save(path)
 
 
 def inpaint_all(args, model: LatentModel, scheduler, images, task: str, mask: torch.Tensor, out: Path) -> None:
@@ -80,7 +78,7 @@ def inpaint_all(args, model: LatentModel, scheduler, images, task: str, mask: to
         y = noisy.measure((x * 2 - 1).cpu(), generator=torch.Generator().manual_seed(seed)).to(device)
         p = InverseProblem(model.eps, model.decode, model.encode, op, y, null, [tgt], lat)
         z_T = initial_latent(p, schedule)
-        z = solve(p, z_T, schedule, torch.Generator().manual_seed(seed))
+        z = solve(p, z_T, schedule, seed=seed)
         with torch.no_grad():
             to_png((model.decode(z) / 2 + 0.5).clamp(0, 1), target)
         to_png((y / 2 + 0.5).clamp(0, 1), out / f"{path.stem}-y.png")
@@ -116,7 +114,7 @@ def metrics(args, images, task: str, mask: torch.Tensor, out: Path) -> dict:
             text = clip.get_text_features(**proc(text=[prompt], return_tensors="pt", padding=True).to(args.device))
             text = F.normalize(text, dim=-1)
             for r in results:
-                pil = Image.fromarray((r[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+                pil = Image.fromarray(to_uint8(r[0]))
                 img = clip.get_image_features(**proc(images=pil, return_tensors="pt").to(args.device))
                 sims.append(float((F.normalize(img, dim=-1) * text).sum()))
         row["clip_similarity"] = float(np.mean(sims))

@@ -17,16 +17,14 @@ k_psi(z0, t) to the per-sample normalized N(x^) with Adam. The checkpoint is a s
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "custom" / "threestudio-dreamsampler"))
 
-from dreamsampler.lmc import CorrectiveUNet, save_corrective, train_corrective  # noqa: E402
+from dreamsampler.distill.lmc import CorrectiveUNet, save_corrective, train_corrective
 
 SKIMAGE_SAMPLES = ("astronaut", "chelsea", "coffee", "rocket")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -133,7 +131,7 @@ def main(argv=None) -> Path:
 
     args = parse_args(argv)
     if args.model is None:
-        from dreamsampler.tiny_pipeline import build_tiny_pipeline, default_location
+        from dreamsampler.testing.tiny_pipeline import build_tiny_pipeline, default_location
 
         args.model = build_tiny_pipeline(default_location())
         print(f"--model not given: using the tiny random pipeline at {args.model} (a smoke run, not a usable corrective)")

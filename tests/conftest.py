@@ -1,11 +1,12 @@
-"""Shared fixtures: the core on sys.path, the tiny offline pipeline, threestudio discovery."""
+"""Shared fixtures: the tiny offline pipeline, threestudio discovery (the core and the launcher are
+installed packages: `bash launch.sh setup`)."""
 import os
 
 # torch's OpenMP threads spin-wait by default, which slows a shared 2-core machine 10x or more;
 # set before any test imports torch
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import sys
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -14,15 +15,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
 
 REPO = Path(__file__).resolve().parents[1]
 EXT = REPO / "custom" / "threestudio-dreamsampler"
-sys.path.insert(0, str(EXT))
 
 
 def threestudio_root():
-    """The threestudio checkout the host tests run against, or None."""
-    root = os.environ.get("THREESTUDIO_ROOT")
-    if root and (Path(root) / "threestudio" / "__init__.py").exists():
-        return Path(root)
-    return None
+    """The checkout of the installed threestudio the host tests run against, or None."""
+    spec = importlib.util.find_spec("threestudio")
+    if spec is None or not spec.origin:
+        return None
+    return Path(spec.origin).resolve().parents[1]
 
 
 def pytest_configure(config):
@@ -34,7 +34,8 @@ def pytest_collection_modifyitems(config, items):
     if threestudio_root() is not None:
         return
     skip = pytest.mark.skip(
-        reason="no threestudio checkout: set THREESTUDIO_ROOT or run `bash launch.sh setup` on a machine that reaches GitHub"
+        reason="threestudio is not installed: run `bash launch.sh setup` with THREESTUDIO_ROOT=<checkout>, "
+        "or on a machine that reaches GitHub"
     )
     for item in items:
         if "threestudio" in item.keywords:
@@ -44,6 +45,6 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def tiny_sd(tmp_path_factory):
     """Path of the tiny random Stable-Diffusion pipeline (built once per test session)."""
-    from dreamsampler.tiny_pipeline import build_tiny_pipeline
+    from dreamsampler.testing.tiny_pipeline import build_tiny_pipeline
 
     return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd"))

@@ -2,9 +2,9 @@
 import pytest
 from omegaconf import OmegaConf
 
-import run_threestudio
-from config_base import load_with_base, merged_config
-from smoke import config_smoke_lines
+from dreamsampler_launcher import run_threestudio
+from dreamsampler_launcher.config_base import load_with_base, merged_config
+from dreamsampler_launcher.smoke import config_smoke_lines
 
 BASE = """\
 # smoke: system.size=8 'system.prompt="a b"'

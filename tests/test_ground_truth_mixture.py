@@ -18,8 +18,8 @@ from diffusers import DDIMScheduler
 
 from dreamsampler import DreamSampler, decreasing_timesteps
 from dreamsampler import distill
-from dreamsampler.gaussian_mixture import GaussianMixture, sliced_wasserstein
-from dreamsampler.tiny_pipeline import SCHEDULER_CONFIG
+from dreamsampler.testing.gaussian_mixture import GaussianMixture, sliced_wasserstein
+from dreamsampler.testing.tiny_pipeline import SCHEDULER_CONFIG
 
 ALPHAS = DDIMScheduler(**SCHEDULER_CONFIG).alphas_cumprod.double()
 GM = GaussianMixture(torch.tensor([[2.0, 2.0], [-2.0, 2.0], [2.0, -2.0], [-2.0, -2.0]]), torch.tensor(0.3))

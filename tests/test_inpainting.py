@@ -6,11 +6,11 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-from dreamsampler.cg import conjugate_gradient, data_consistency_solve
+from dreamsampler.inverse.cg import conjugate_gradient, data_consistency_solve
 from dreamsampler.image_io import latent_mask, read_image, rect_mask, square_resize
-from dreamsampler.inpainting import (
+from dreamsampler.image.inpainting import (
     InverseProblem,
-    carried_noise,
+    alg4_carried_noise,
     closed_form,
     closed_form_outside,
     dps_step,
@@ -21,10 +21,12 @@ from dreamsampler.inpainting import (
     solve,
     stochastic_sigma,
 )
-from dreamsampler.latent_model import LatentModel
-from dreamsampler.operators import build_operator
-from dreamsampler.reverse import ReverseSchedule, sample
-from dreamsampler.tiny_pipeline import SCHEDULER_CONFIG
+from dreamsampler.diffusion.latent_model import LatentModel
+from dreamsampler.inverse.operators import build_operator
+from dreamsampler.diffusion.process import carried_noise
+from dreamsampler.diffusion.reverse import sample
+from dreamsampler.diffusion.schedules import ReverseSchedule
+from dreamsampler.testing.tiny_pipeline import SCHEDULER_CONFIG
 
 
 def _randn(*shape, seed):
@@ -136,7 +138,8 @@ def test_carried_noise_with_the_stochastic_sigma_has_unit_variance():
     assert abs(float(mixed.std()) - 1.0) < 0.01
     # sqrt(1 - a_{t-1}) eps~ = sqrt(1 - a_{t-1}) (sqrt(1 - a_t) eps + sqrt(a_t) e)
     assert torch.allclose(mixed, math.sqrt(1 - a_t) * eps + math.sqrt(a_t) * e)
-    assert torch.equal(carried_noise(eps, a_next, sigma, None), eps)
+    assert torch.allclose(alg4_carried_noise(eps, a_t, a_next, e), mixed)
+    assert torch.allclose(alg4_carried_noise(eps, a_t, a_next, None), eps)  # the deterministic last step
 
 
 def test_dps_step_follows_the_analytic_gradient():
@@ -173,7 +176,7 @@ def _inpaint(model, size, encode, decode, factor, nfe):
     p = InverseProblem(model.eps, decode, encode, op, op(x), null, [tgt], latent_mask(hole[None], factor))
     schedule = ReverseSchedule.from_scheduler(DDIMScheduler(**SCHEDULER_CONFIG), nfe)
     z_T = initial_latent(p, schedule)
-    out = decode(solve(p, z_T, schedule, torch.Generator().manual_seed(0))).detach()
+    out = decode(solve(p, z_T, schedule, seed=0)).detach()
     with torch.no_grad():
         free = decode(sample(model.eps, torch.randn_like(z_T), schedule, null, tgt, 1.0))
     assert torch.isfinite(out).all()

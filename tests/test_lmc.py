@@ -10,9 +10,10 @@ import torch
 from diffusers import DDIMScheduler
 from safetensors.torch import load_file, save_file
 
-from dreamsampler import distill, lmc
-from dreamsampler.modes import score_direction
-from dreamsampler.tiny_pipeline import SCHEDULER_CONFIG
+from dreamsampler import distill
+from dreamsampler.diffusion import process
+from dreamsampler.distill import lmc
+from dreamsampler.testing.tiny_pipeline import SCHEDULER_CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,7 +50,8 @@ def test_identity_corrective_reduces_to_the_sds_gradient(strategy):
     w = distill.weighting(strategy, a)
     scale = torch.tensor([7.5, 15.0, 100.0], dtype=torch.float64)
     got = lmc.lmc_gradient(identity, z, t, a, z_t, eps_c, eps_u, scale, w, normalize_target=False)
-    sds = w * score_direction(eps_c, eps_u, eps, scale.view(-1, 1, 1, 1))
+    s = scale.view(-1, 1, 1, 1)
+    sds = w * (eps_u + s * (eps_c - eps_u) - eps)  # w (eps_w - eps~), eq. 6 written out
     l_cond = w * scale.view(-1, 1, 1, 1) * (eps_c - eps_u)
     l_proj = w * (eps_u - eps)
     assert torch.allclose(got, sds, atol=1e-10, rtol=0)
@@ -95,7 +97,7 @@ def test_fixed_noise_is_fixed_over_the_run_and_resumes():
 def test_a_perfect_corrective_cancels_the_manifold_term_and_keeps_global_statistics():
     """k(z, t) = N(x^) exactly gives L_lmc = 0; a zero-mean k leaves each sample's mean to L_cond."""
     z, t, a, _, z_t, eps_c, eps_u = noised_batch(3)
-    x_hat = distill.tweedie(z_t, eps_u, a)
+    x_hat = process.tweedie(z_t, eps_u, a)
     oracle = lambda z_, t_: lmc.normalize(x_hat)[0]  # noqa: E731
     w = distill.weighting("sds", a)
     got = lmc.lmc_gradient(oracle, z, t, a, z_t, eps_c, eps_u, 7.5, w)

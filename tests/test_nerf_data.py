@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from dreamsampler import cameras, inverse, metrics, procedural, views
-from dreamsampler.views import RingSpec
+from dreamsampler import metrics
+from dreamsampler.inverse import data_consistency as inverse
+from dreamsampler.multiview import cameras, procedural, views
+from dreamsampler.multiview.views import RingSpec
 
 
 # ------------------------------------------------------------------ cameras

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dreamsampler.operators import OPERATOR_TYPES, build_operator
+from dreamsampler.inverse.operators import OPERATOR_TYPES, build_operator
 
 
 def _rand(*shape, seed=0):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from dreamsampler.rasterizer import coverage_fragments, render
-from dreamsampler.svg import VectorScene, init_scene, to_svg
+from dreamsampler.vector.rasterizer import coverage_fragments, render
+from dreamsampler.vector.svg import VectorScene, init_scene, to_svg
 
 KAPPA = 4 * (math.sqrt(2) - 1) / 3  # cubic Bezier quarter circle
 
@@ -174,7 +174,7 @@ def test_bad_input_raises():
 
 
 def test_diffvg_backend_requested_without_pydiffvg_fails_clearly():
-    from dreamsampler.rasterizer import diffvg_available
+    from dreamsampler.vector.rasterizer import diffvg_available
 
     if diffvg_available():
         pytest.skip("pydiffvg is installed here")

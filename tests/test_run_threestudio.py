@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-import run_threestudio
+from dreamsampler_launcher import run_threestudio
 
 
 def write_config(tmp_path, exp_root_dir):

@@ -5,7 +5,8 @@ from diffusers import DDIMScheduler
 
 from dreamsampler import DreamSampler, decreasing_timesteps, index_for_step
 from dreamsampler import distill
-from dreamsampler.tiny_pipeline import SCHEDULER_CONFIG
+from dreamsampler.diffusion import process
+from dreamsampler.testing.tiny_pipeline import SCHEDULER_CONFIG
 
 
 def eps_model(z, t):
@@ -111,7 +112,7 @@ def test_theorem1_argmin_of_eq17_is_tweedie_with_cfg_scale_gamma():
     g = torch.Generator().manual_seed(1)
     z_t, e_null, e_tgt = (torch.randn(2, 4, 8, 8, generator=g, dtype=torch.float64) for _ in range(3))
     a, gamma = torch.tensor(0.6, dtype=torch.float64), 0.15
-    z0_null, z0_tgt = distill.tweedie(z_t, e_null, a), distill.tweedie(z_t, e_tgt, a)
+    z0_null, z0_tgt = process.tweedie(z_t, e_null, a), process.tweedie(z_t, e_tgt, a)
     z = torch.zeros_like(z_t, requires_grad=True)
     opt = torch.optim.SGD([z], lr=0.1)
     for _ in range(2000):
@@ -119,7 +120,7 @@ def test_theorem1_argmin_of_eq17_is_tweedie_with_cfg_scale_gamma():
         loss = ((z - z0_null) ** 2).sum() + gamma / (1 - gamma) * ((z - z0_tgt) ** 2).sum()
         loss.backward()
         opt.step()
-    closed = distill.tweedie(z_t, distill.cfg(e_null, e_tgt, gamma), a)
+    closed = process.tweedie(z_t, process.cfg(e_null, e_tgt, gamma), a)
     assert (z.detach() - closed).abs().max() < 1e-8
 
 

@@ -3,10 +3,10 @@ measurement: paths initialised as in the paper are fitted to y = A(render of kno
 import pytest
 import torch
 
-from dreamsampler.inverse import data_consistency
-from dreamsampler.operators import build_operator
-from dreamsampler.rasterizer import render
-from dreamsampler.svg import init_scene, point_lr, shapes_scene, xing_loss
+from dreamsampler.inverse.data_consistency import data_consistency
+from dreamsampler.inverse.operators import build_operator
+from dreamsampler.vector.rasterizer import render
+from dreamsampler.vector.svg import init_scene, point_lr, shapes_scene, xing_loss
 
 SIZE = 64
 

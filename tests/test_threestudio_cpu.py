@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from threestudio_cpu import nerfacc_cpu
-from threestudio_cpu.tcnn_encodings import FrequencyEncoding, GridEncoding, SphericalHarmonicsEncoding
-from threestudio_cpu.tinycudann import Encoding, Network, NetworkWithInputEncoding
+from dreamsampler_launcher.threestudio_cpu import nerfacc_cpu
+from dreamsampler_launcher.threestudio_cpu.tcnn_encodings import FrequencyEncoding, GridEncoding, SphericalHarmonicsEncoding
+from dreamsampler_launcher.threestudio_cpu.tinycudann import Encoding, Network, NetworkWithInputEncoding
 
 nerfacc = pytest.importorskip("nerfacc")
 nerfacc_cpu.patch()
@@ -174,7 +174,7 @@ def test_networks_have_tcnn_shapes_and_no_biases():
 
 
 def test_nvdiffrast_stand_in_imports_but_refuses_use():
-    from threestudio_cpu import nvdiffrast
+    from dreamsampler_launcher.threestudio_cpu import nvdiffrast
 
     dr = nvdiffrast.modules()["nvdiffrast.torch"]
     ctx = dr.RasterizeCudaContext(device="cpu")  # threestudio's mesh exporter makes one up front

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from ..conftest import EXT, threestudio_root
+from ..conftest import EXT
 
 
 def load_extension():
@@ -21,13 +21,10 @@ def load_extension():
 
 @pytest.fixture(scope="session")
 def ts():
-    """The ``threestudio`` package, importable on this machine, with our extension registered."""
-    import threestudio_cpu
+    """The installed ``threestudio`` package, on the CPU backend, with our extension registered."""
+    from dreamsampler_launcher import threestudio_cpu
 
     threestudio_cpu.install()
-    root = str(threestudio_root())
-    if root not in sys.path:
-        sys.path.insert(0, root)
     import threestudio
 
     load_extension()

@@ -6,11 +6,9 @@ Lightning's CSV log holds rank 0's values only. Run this file instead of run_thr
 those keys. DDP ranks re-run this file, so every rank records.
 """
 import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "custom" / "threestudio-dreamsampler"))
-import run_threestudio  # noqa: E402  (in a spawned helper of a CPU run this installs the backend)
+from dreamsampler_launcher import run_threestudio  # in a spawned helper of a CPU run this installs the backend
 
 
 def record_logged_values(keys, out_dir: Path) -> None:

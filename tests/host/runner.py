@@ -7,7 +7,7 @@
     run.series("train/loss_sds")  # logged values, step order (csv_logs metrics.csv)
     run.images("save/it3-*.png"), run.checkpoint()
 
-It calls ``run_threestudio.py --cpu --smoke N`` (threestudio's own launch.py on the CPU backend; the
+It calls ``python -m dreamsampler_launcher.run_threestudio --cpu --smoke N`` (threestudio's own launch.py on the CPU backend; the
 tiny pipeline; small sizes; the config's ``# smoke:`` lines, see smoke.py) with ``exp_root_dir``
 under ``out_dir``. ``processes=2`` runs Lightning DDP on 2 CPU processes (gloo).
 ``record=("train/timestep",)`` makes every rank write those logged values to
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-RUN = REPO / "custom" / "threestudio-dreamsampler" / "run_threestudio.py"
+RUN = ["-m", "dreamsampler_launcher.run_threestudio"]
 PROBE = Path(__file__).with_name("log_probe.py")
 
 
@@ -84,7 +84,7 @@ def run_config(
     out_dir = Path(out_dir)
     exp_root = out_dir / "outputs"
     records = out_dir / "records"
-    cmd = [sys.executable, str(PROBE if record else RUN), "--config", str(config), mode, "--cpu"]
+    cmd = [sys.executable, *([str(PROBE)] if record else RUN), "--config", str(config), mode, "--cpu"]
     cmd += ["--smoke", str(steps), f"exp_root_dir={exp_root}"]
     if processes > 1:
         cmd += ["--gpu", ",".join(str(i) for i in range(processes))]

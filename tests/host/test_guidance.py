@@ -209,7 +209,7 @@ def test_bridge_runs_sds_first_then_the_source_prompt_gradient(ts, tiny_sd, prom
 
 
 def distill_suffix():
-    from dreamsampler.modes import ARTIFACT_DESCRIPTORS
+    from dreamsampler.distill.modes import ARTIFACT_DESCRIPTORS
 
     return ARTIFACT_DESCRIPTORS
 
@@ -231,7 +231,7 @@ def test_dds_and_bridge_bad_input(ts, tiny_sd, prompt_utils, tmp_path_factory, m
 
 
 def test_lmc_needs_a_checkpoint_and_runs_with_one(ts, tiny_sd, prompt_utils, tmp_path):
-    from dreamsampler.lmc import CorrectiveUNet, save_corrective
+    from dreamsampler.distill.lmc import CorrectiveUNet, save_corrective
 
     with pytest.raises(ValueError, match="lmc_checkpoint"):
         make_guidance(ts, tiny_sd, mode="lmc")

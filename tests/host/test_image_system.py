@@ -156,3 +156,43 @@ def test_trainer_max_steps_must_equal_nfe(ts, tiny_sd, tmp_path):
                          enable_progress_bar=False, num_sanity_val_steps=0)
     with pytest.raises(ValueError, match=r"trainer.max_steps \(5\) must equal system.nfe \(4\)"):
         trainer.fit(system, datamodule=dm)
+
+
+def test_inpaint_config_and_table2_script_give_the_same_image(tmp_path, tiny_sd):
+    """One seeding rule: the shipped inpainting config and ``scripts/table2_inpainting.py`` (its
+    ``inpaint_all``), with the same image, mask, prompt, noise, seed and NFE, produce the same result."""
+    import argparse
+    import importlib.util
+
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from skimage.data import astronaut
+
+    from dreamsampler.diffusion.latent_model import LatentModel
+
+    spec = importlib.util.spec_from_file_location("table2", REPO / "scripts" / "table2_inpainting.py")
+    table2 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table2)
+    prompt, region = table2.TASKS["glasses"]
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(astronaut()).save(data / "face.png")
+    steps, seed, noise = 6, 3, 0.01
+
+    rect = "[" + ", ".join(map(str, table2.RECTS[region])) + "]"
+    save = launch("dreamsampler-inpaint.yaml", tmp_path / "config", tiny_sd, steps, f"seed={seed}",
+                  f"system.image={data / 'face.png'}", f"system.measurement_noise={noise}",
+                  f'system.null_prompt="{table2.NULL_TEXT}"', f'system.regions=[{{prompt: "{prompt}", rect: {rect}}}]')
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd, safety_checker=None)
+    model = LatentModel(pipe.vae, pipe.unet, pipe.tokenizer, pipe.text_encoder)
+    args = argparse.Namespace(device="cpu", nfe=steps, size=SIZE, noise=noise, seed=seed)
+    out = tmp_path / "script"
+    out.mkdir()
+    mask = table2.load_mask(None, region, SIZE)
+    table2.inpaint_all(args, model, DDIMScheduler.from_config(pipe.scheduler.config), [data / "face.png"], "glasses", mask, out)
+
+    by_config = np.asarray(Image.open(save / "result.png")).astype(np.int16)
+    by_script = np.asarray(Image.open(out / "face.png")).astype(np.int16)
+    assert by_config.shape == by_script.shape
+    diff = np.abs(by_config - by_script)
+    assert diff.max() <= 1 and diff.mean() < 0.05, f"config and script differ: max {diff.max()}, mean {diff.mean():.3f}"

@@ -10,9 +10,10 @@ import sys
 import pytest
 import torch
 
-from dreamsampler import cameras, metrics, procedural, views
-from dreamsampler.operators import build_operator
-from dreamsampler.views import RingSpec
+from dreamsampler import metrics
+from dreamsampler.multiview import cameras, procedural, views
+from dreamsampler.inverse.operators import build_operator
+from dreamsampler.multiview.views import RingSpec
 
 from .runner import REPO, RUN, assert_finite_losses, assert_sane_image, run_config
 
@@ -75,7 +76,7 @@ def test_text_to_nerf_mesh_export(ts, tiny_sd, tmp_path):
     """threestudio's --export path: an untextured .obj of the trained field (no rasterization needed)."""
     run = run_config(TEXT_TO_NERF, tmp_path, tiny_sd, 1, TEXT_TO_NERF_SMALL + ["system.geometry.isosurface_resolution=32"])
     cmd = [
-        sys.executable, str(RUN), "--config", str(run.trial_dir / "configs" / "parsed.yaml"), "--export", "--cpu",
+        sys.executable, *RUN, "--config", str(run.trial_dir / "configs" / "parsed.yaml"), "--export", "--cpu",
         f"resume={run.trial_dir / 'ckpts' / 'last.ckpt'}", "system.exporter.fmt=obj", "system.exporter.save_uv=false",
         "system.exporter.save_texture=false", "system.geometry.isosurface_threshold=auto",
     ]
@@ -111,6 +112,8 @@ def test_degraded_config_trains_and_writes_metrics_images_video(scene, tiny_sd, 
     assert dc_steps[:2] == [0, 1]  # warm-up: data consistency on data views
     assert all(math.isfinite(v) for v in run.series("train/loss_sds") + run.series("train/loss_pixel"))
     assert run.series("train/timestep") == [980.0, 20.0]  # the schedule starts after the warm-up
+    # a run that ends normally never outlives its schedule (guidance.schedule_start_step = the warm-up)
+    assert "is past the schedule" not in run.log, "schedule warning on a run that ends normally"
     gammas = run.series("train/gamma")
     assert gammas[0] < 0.01 and gammas[1] > 0.95  # gamma = abar_t
 
@@ -121,7 +124,7 @@ def test_degraded_config_trains_and_writes_metrics_images_video(scene, tiny_sd, 
 
 # ------------------------------------------------------- the data module itself
 def make_dm(ts, **cfg):
-    dm = ts.find("degraded-multiview-datamodule")(cfg)
+    dm = ts.find("dreamsampler-multiview-datamodule")(cfg)
     dm.setup()
     return dm
 

@@ -13,7 +13,8 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from ..conftest import EXT, REPO
+from ..conftest import REPO
+from .runner import RUN
 
 pytestmark = pytest.mark.threestudio
 
@@ -24,7 +25,7 @@ SUFFIX = ", icon"
 
 def launch(config, tiny_sd, out_dir, *overrides):
     cmd = [
-        sys.executable, str(EXT / "run_threestudio.py"), "--config", str(REPO / "configs" / config), "--train", "--cpu",
+        sys.executable, *RUN, "--config", str(REPO / "configs" / config), "--train", "--cpu",
         f"exp_root_dir={out_dir}", f"trainer.max_steps={STEPS}", "trainer.val_check_interval=2",
         f"system.canvas_size={SIZE}", f"system.num_paths={PATHS}", "system.snapshot_every=1",
         f"system.guidance.pretrained_model_name_or_path={tiny_sd}",

@@ -6,8 +6,8 @@ import importlib.util
 import pytest
 from omegaconf import OmegaConf
 
-from config_base import load_with_base, merged_config
-from smoke import smoke_overrides
+from dreamsampler_launcher.config_base import load_with_base, merged_config
+from dreamsampler_launcher.smoke import smoke_overrides
 
 from .runner import REPO, assert_finite_losses, run_config
 

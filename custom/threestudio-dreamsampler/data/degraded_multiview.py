@@ -1,4 +1,4 @@
-"""``degraded-multiview-datamodule``: N degraded views y = A(x) of one object, their cameras, a caption.
+"""``dreamsampler-multiview-datamodule``: N degraded views y = A(x) of one object, their cameras, a caption.
 
 Input (see ``dreamsampler/views.py``): a folder with a NeRF-synthetic ``transforms.json``, or only
 images on the fixed 16-view ring at elevation 30 degrees; ``operator``, the A that produced them (or,
@@ -28,10 +28,11 @@ from threestudio.utils.config import parse_structured
 from threestudio.utils.ops import get_mvp_matrix, get_projection_matrix
 from threestudio.utils.typing import *
 
-from ..dreamsampler.cameras import look_at, novel_c2w, orbit_positions, rays, spherical
-from ..dreamsampler.operators import build_operator
-from ..dreamsampler.procedural import scene_views
-from ..dreamsampler.views import RingSpec, check_ground_truth, load_views
+from dreamsampler.multiview.cameras import look_at, novel_c2w, orbit_positions, rays, spherical
+from dreamsampler.image_io import bchw, bhwc
+from dreamsampler.inverse.operators import build_operator
+from dreamsampler.multiview.procedural import scene_views
+from dreamsampler.multiview.views import RingSpec, check_ground_truth, load_views
 
 PROCEDURAL = "procedural"
 
@@ -88,8 +89,8 @@ class DegradedViews:
             self.gt = views.images
             gen = torch.Generator().manual_seed(cfg.seed)
             with torch.no_grad():
-                y = self.operator.measure(views.images.permute(0, 3, 1, 2), generator=gen)
-            self.measurements = y.permute(0, 2, 3, 1).clamp(0, 1)
+                y = self.operator.measure(bchw(views.images), generator=gen)
+            self.measurements = bhwc(y).clamp(0, 1)
             self.height, self.width = views.height, views.width
             self.focal = views.focal
         else:
@@ -187,7 +188,7 @@ class EvalViews(Dataset):
         return batch
 
 
-@threestudio.register("degraded-multiview-datamodule")
+@threestudio.register("dreamsampler-multiview-datamodule")
 class DegradedMultiviewDataModule(pl.LightningDataModule):
     cfg: DegradedMultiviewDataModuleConfig
 

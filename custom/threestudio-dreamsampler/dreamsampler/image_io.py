@@ -2,6 +2,10 @@
 photographs such as ``skimage:chelsea``), masks (image files, white = region, or rectangles given as
 fractions ``[x0, y0, x1, y1]`` of the image) and their latent-resolution versions. Errors name the
 config field and the file.
+
+Also the image-layout conversions, defined once: the core works on ``[B, 3, H, W]`` (``[3, H, W]`` for
+one image), threestudio on ``[B, H, W, 3]``; :func:`bchw` / :func:`bhwc` convert, :func:`to_uint8`
+makes a saveable ``H x W x 3`` array.
 """
 from __future__ import annotations
 
@@ -11,9 +15,25 @@ from typing import Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from jaxtyping import Float
 from torch import Tensor
 
 SKIMAGE_PREFIX = "skimage:"
+
+
+def bchw(x: Float[Tensor, "B H W C"]) -> Float[Tensor, "B C H W"]:
+    """threestudio's ``[B, H, W, C]`` -> the core's ``[B, C, H, W]``."""
+    return x.permute(0, 3, 1, 2)
+
+
+def bhwc(x: Float[Tensor, "B C H W"]) -> Float[Tensor, "B H W C"]:
+    """The core's ``[B, C, H, W]`` -> threestudio's ``[B, H, W, C]``."""
+    return x.permute(0, 2, 3, 1)
+
+
+def to_uint8(img: Float[Tensor, "3 H W"]) -> np.ndarray:
+    """One image in [0, 1] as an ``H x W x 3`` uint8 array (rounded), for PNG writers."""
+    return (img.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
 
 def _to_tensor(arr: np.ndarray) -> Tensor:

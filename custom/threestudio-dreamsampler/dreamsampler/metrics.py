@@ -13,11 +13,13 @@ from typing import Callable, Dict, Optional
 import torch
 from torch import Tensor
 
+from .image_io import bchw
+
 log = logging.getLogger(__name__)
 
 
 def _bchw(x: Tensor) -> Tensor:
-    return x.permute(0, 3, 1, 2).float().clamp(0, 1)
+    return bchw(x).float().clamp(0, 1)
 
 
 def psnr(pred: Tensor, gt: Tensor) -> Tensor:

@@ -23,11 +23,13 @@ from threestudio.utils.base import BaseObject
 from threestudio.utils.misc import C, cleanup
 from threestudio.utils.typing import *
 
-from ..dreamsampler import DreamSampler, decreasing_timesteps, index_for_step
-from ..dreamsampler import distill
-from ..dreamsampler.lmc import FixedNoise, lmc_gradient, load_corrective
-from ..dreamsampler.modes import ARTIFACT_DESCRIPTORS, MODES, bridge_direction, dds_direction, source_prompt
-from ..dreamsampler.schedules import TIMESTEP_SCHEDULES
+from dreamsampler import distill
+from dreamsampler.diffusion import DreamSampler, decreasing_timesteps, index_for_step
+from dreamsampler.diffusion.process import cfg, forward_noise, perp_neg_cfg, tweedie
+from dreamsampler.diffusion.schedules import TIMESTEP_SCHEDULES
+from dreamsampler.distill.lmc import FixedNoise, load_corrective
+from dreamsampler.distill.modes import ARTIFACT_DESCRIPTORS, MODES, source_prompt
+from dreamsampler.image_io import bchw, bhwc
 from .sd_model import load_sd_components
 
 
@@ -47,6 +49,7 @@ class DreamSamplerGuidance(BaseObject):
         min_step_percent: Any = 0.02
         max_step_percent: Any = 0.98
         trainer_max_steps: int = 10000  # length of the decreasing schedule; set to ${trainer.max_steps}
+        schedule_start_step: int = 0  # the optimizer step the schedule starts at (e.g. after a warm-up)
         weighting_strategy: str = "sds"
         view_dependent_prompting: bool = True
         max_items_eval: int = 4
@@ -162,6 +165,8 @@ class DreamSamplerGuidance(BaseObject):
             raise ValueError(f"guidance.on_nonfinite={cfg.on_nonfinite!r} must be 'raise' or 'skip'")
         if cfg.steps_per_timestep < 1 or cfg.trainer_max_steps < 1:
             raise ValueError("guidance.steps_per_timestep and guidance.trainer_max_steps must be >= 1")
+        if cfg.schedule_start_step < 0:
+            raise ValueError(f"guidance.schedule_start_step must be >= 0, got {cfg.schedule_start_step}")
 
     def set_min_max_steps(self, min_step_percent=0.02, max_step_percent=0.98):
         self.min_step = int(self.num_train_timesteps * min_step_percent)
@@ -198,12 +203,12 @@ class DreamSamplerGuidance(BaseObject):
                 elevation, azimuth, camera_distances, self.cfg.view_dependent_prompting
             )
             eps = self.forward_unet(torch.cat([z_t] * 4), torch.cat([t] * 4), emb)
-            return distill.perp_neg_cfg(eps[:b], eps[b : 2 * b], eps[2 * b :], neg_w, self.cfg.guidance_scale)
+            return perp_neg_cfg(eps[:b], eps[b : 2 * b], eps[2 * b :], neg_w, self.cfg.guidance_scale)
         emb = prompt_utils.get_text_embeddings(
             elevation, azimuth, camera_distances, self.cfg.view_dependent_prompting
         )
         eps_cond, eps_uncond = self.forward_unet(torch.cat([z_t] * 2), torch.cat([t] * 2), emb).chunk(2)
-        return distill.cfg(eps_uncond, eps_cond, self.cfg.guidance_scale)
+        return cfg(eps_uncond, eps_cond, self.cfg.guidance_scale)
 
     # ------------------------------------------------------------------ call
     def __call__(
@@ -220,7 +225,7 @@ class DreamSamplerGuidance(BaseObject):
         if self.cfg.pixel_loss and rgb_as_latents:
             raise ValueError("guidance.pixel_loss needs RGB renders; it cannot be used with rgb_as_latents")
         batch_size = rgb.shape[0]
-        rgb_BCHW = rgb.permute(0, 3, 1, 2)
+        rgb_BCHW = bchw(rgb)
         rgb_512 = F.interpolate(rgb_BCHW, (512, 512), mode="bilinear", align_corners=False)
         if rgb_as_latents:
             latents = F.interpolate(rgb_BCHW, (64, 64), mode="bilinear", align_corners=False)
@@ -239,18 +244,17 @@ class DreamSamplerGuidance(BaseObject):
             else:
                 t = torch.randint(self.min_step, self.max_step + 1, [batch_size], dtype=torch.long, device=self.device)
                 eps_tilde = torch.randn_like(latents)
-                z_t = self._noised(latents, t, eps_tilde)
+                z_t = forward_noise(latents.detach(), eps_tilde, self._alpha(t, latents))
             grad, eps_target = self._gradient(
                 latents, z_t, t, eps_tilde, prompt_utils, elevation, azimuth, camera_distances, kwargs
             )
 
-        a = self.alphas[t].view(-1, 1, 1, 1).to(latents)
         if not (torch.isfinite(eps_target).all() and torch.isfinite(grad).all()):
             return self._non_finite(latents, t)
         if carried:
             z0_hat = self.sampler.step(z_t, eps_target, self.index, key=keys)
         else:
-            z0_hat = distill.tweedie(z_t, eps_target, a)
+            z0_hat = tweedie(z_t, eps_target, self._alpha(t, latents))
         if self.grad_clip_val is not None:
             grad = grad.clamp(-self.grad_clip_val, self.grad_clip_val)
 
@@ -267,55 +271,45 @@ class DreamSamplerGuidance(BaseObject):
             if self.cfg.pixel_loss:
                 out["loss_pixel"] = distill.pixel_loss(rgb_512, target)
             if self.cfg.return_target or guidance_eval:
-                out["target_rgb"] = target.permute(0, 2, 3, 1)
+                out["target_rgb"] = bhwc(target)
         if guidance_eval:
             out["eval"] = self._guidance_eval(z_t, z0_hat, t, elevation, azimuth, camera_distances)
         return out
 
-    def _noised(self, latents, t, noise):
-        a = self.alphas[t].view(-1, 1, 1, 1).to(latents)
-        return a.sqrt() * latents.detach() + (1 - a).sqrt() * noise
+    def _alpha(self, t, like):
+        return self.alphas[t].view(-1, 1, 1, 1).to(like)
 
     def _gradient(self, latents, z_t, t, eps_tilde, prompt_utils, elevation, azimuth, camera_distances, batch):
-        """(gradient on the latent, the eps whose Tweedie estimate is the target) for the configured mode."""
+        """(gradient on the latent, the eps whose Tweedie estimate is the target): the core's mode functions."""
         mode = self.cfg.mode
         if mode == "bridge" and self.global_step < self.cfg.bridge_start_step:
             mode = "sds"  # the bridge paper's stage 1
-        a = self.alphas[t].view(-1, 1, 1, 1).to(latents)
+        a = self._alpha(t, latents)
         w = distill.weighting(self.cfg.weighting_strategy, a)
+        scale = self.cfg.guidance_scale
         if mode in ("sds", "dreamsampler"):
             eps_hat = self.predict_noise(z_t, t, prompt_utils, elevation, azimuth, camera_distances)
-            return w * (eps_hat - eps_tilde), eps_hat
+            return distill.sds_gradient(eps_hat, eps_tilde, w), eps_hat
         vd = self.cfg.view_dependent_prompting
         b = z_t.shape[0]
-        emb = prompt_utils.get_text_embeddings(elevation, azimuth, camera_distances, vd)
+        tgt, null = prompt_utils.get_text_embeddings(elevation, azimuth, camera_distances, vd).chunk(2)
         if mode == "lmc":
-            return self._lmc_gradient(latents, z_t, t, a, w, emb)
-        tgt = emb[:b]
+            z_t_fixed = None
+            if self.fixed_noise is not None:
+                z_t_fixed = forward_noise(latents.detach(), self.fixed_noise(latents.shape, latents.device, latents.dtype), a)
+            return distill.lmc_distillation(
+                self.forward_unet, self.corrective, latents, z_t, t, a, tgt, null, scale, w,
+                manifold_weight=self.cfg.lmc_manifold_weight, z_t_fixed=z_t_fixed,
+            )
         src = self.source_prompt_utils.get_text_embeddings(elevation, azimuth, camera_distances, vd)[:b]
         if mode == "bridge":
-            eps_tgt, eps_src = self.forward_unet(torch.cat([z_t, z_t]), torch.cat([t, t]), torch.cat([tgt, src])).chunk(2)
-            return w * bridge_direction(eps_tgt, eps_src, self.cfg.bridge_scale), eps_tgt
+            return distill.bridge_distillation(self.forward_unet, z_t, t, tgt, src, self.cfg.bridge_scale, w)
         # dds: the source image noised with the same t and noise
         if batch.get("source_rgb") is None:
             raise ValueError("guidance.mode=dds needs the source image: pass source_rgb [B, H, W, 3] in the batch")
-        src_512 = F.interpolate(batch["source_rgb"].permute(0, 3, 1, 2), (512, 512), mode="bilinear", align_corners=False)
-        z_src_t = self._noised(self.encode_images(src_512), t, eps_tilde)
-        eps_tgt, eps_src = self.forward_unet(torch.cat([z_t, z_src_t]), torch.cat([t, t]), torch.cat([tgt, src])).chunk(2)
-        return w * dds_direction(eps_tgt, eps_src, self.cfg.guidance_scale), eps_tgt
-
-    def _lmc_gradient(self, latents, z_t, t, a, w, emb):
-        """LMC-SDS: L_cond + L_lmc with the learned corrective (seed 003, eq. 6c and 9)."""
-        eps_cond, eps_uncond = self.forward_unet(torch.cat([z_t] * 2), torch.cat([t] * 2), emb).chunk(2)
-        fixed = {}
-        if self.fixed_noise is not None:
-            z_t_fixed = self._noised(latents, t, self.fixed_noise(latents.shape, latents.device, latents.dtype))
-            fixed = dict(z_t_fixed=z_t_fixed, eps_uncond_fixed=self.forward_unet(z_t_fixed, t, emb[z_t.shape[0] :]))
-        grad = lmc_gradient(
-            self.corrective, latents.detach(), t, a, z_t, eps_cond, eps_uncond, self.cfg.guidance_scale, w,
-            manifold_weight=self.cfg.lmc_manifold_weight, **fixed,
-        )
-        return grad, distill.cfg(eps_uncond, eps_cond, self.cfg.guidance_scale)
+        src_512 = F.interpolate(bchw(batch["source_rgb"]), (512, 512), mode="bilinear", align_corners=False)
+        z_src_t = forward_noise(self.encode_images(src_512), eps_tilde, a)
+        return distill.dds_distillation(self.forward_unet, z_t, z_src_t, t, tgt, src, scale, w)
 
     def _non_finite(self, latents, t):
         msg = f"dreamsampler-guidance: non-finite noise prediction or gradient at timestep {int(t[0])}"
@@ -336,8 +330,8 @@ class DreamSamplerGuidance(BaseObject):
         return {
             "bs": bs,
             "noise_levels": [float(tt) / self.num_train_timesteps for tt in t[:bs]],
-            "imgs_noisy": self.decode_latents(z_t[:bs]).permute(0, 2, 3, 1),
-            "imgs_1orig": self.decode_latents(z0_hat[:bs]).permute(0, 2, 3, 1),
+            "imgs_noisy": bhwc(self.decode_latents(z_t[:bs])),
+            "imgs_1orig": bhwc(self.decode_latents(z0_hat[:bs])),
             "texts": texts,
         }
 
@@ -349,15 +343,17 @@ class DreamSamplerGuidance(BaseObject):
             self.set_min_max_steps(
                 C(self.cfg.min_step_percent, epoch, global_step), C(self.cfg.max_step_percent, epoch, global_step)
             )
-        self.global_step = global_step
-        self.index = index_for_step(global_step, self.cfg.steps_per_timestep, len(self.sampler))
-        # test / validation after a full run come at global_step == trainer_max_steps: not past it
-        past_schedule = self.cfg.mode == "dreamsampler" and global_step > self.cfg.trainer_max_steps
+        # the schedule's own step: counted from schedule_start_step (0 before it)
+        self.global_step = step = max(global_step - self.cfg.schedule_start_step, 0)
+        self.index = index_for_step(step, self.cfg.steps_per_timestep, len(self.sampler))
+        # test / validation after a full run come at step == trainer_max_steps: not past it
+        past_schedule = self.cfg.mode == "dreamsampler" and step > self.cfg.trainer_max_steps
         if past_schedule and not self._warned_schedule_end:
             self._warned_schedule_end = True
             threestudio.warn(
-                f"dreamsampler-guidance: step {global_step} is past guidance.trainer_max_steps="
-                f"{self.cfg.trainer_max_steps}; the timestep stays at {self.current_timestep}. "
+                f"dreamsampler-guidance: step {global_step} is past the schedule (guidance.trainer_max_steps="
+                f"{self.cfg.trainer_max_steps} steps from guidance.schedule_start_step={self.cfg.schedule_start_step}); "
+                f"the timestep stays at {self.current_timestep}. "
                 "Set system.guidance.trainer_max_steps=${trainer.max_steps} to spread the schedule over the run"
             )
 

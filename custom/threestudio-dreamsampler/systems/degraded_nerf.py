@@ -1,5 +1,5 @@
 """``dreamsampler-degraded-nerf-system``: a NeRF from degraded views y = A(x) and a caption c_y
-(supplementary sec. 5.1, eq. 18-19), with ``degraded-multiview-datamodule``.
+(supplementary sec. 5.1, eq. 18-19), with ``dreamsampler-multiview-datamodule``.
 
 - Warm-up (``warmup_steps``): data consistency only, l_DC 0.5 ||y - A g||^2 (+ l_LPIPS LPIPS(A g, y)
   when LPIPS weights are on this machine), on data views. A warm-up as long as the run is a
@@ -25,19 +25,12 @@ from threestudio.systems.base import BaseLift3DSystem
 from threestudio.utils.ops import binary_cross_entropy, dot
 from threestudio.utils.typing import *
 
-from ..dreamsampler.inverse import data_consistency, eq18_weights
-from ..dreamsampler.metrics import image_metrics, load_lpips
-from ..dreamsampler.operators import build_operator
-from ..dreamsampler.schedules import gamma_schedule
+from dreamsampler.inverse.data_consistency import data_consistency, eq18_weights
+from dreamsampler.metrics import image_metrics, load_lpips
+from dreamsampler.image_io import bchw, bhwc
+from dreamsampler.inverse.operators import build_operator
+from dreamsampler.diffusion.schedules import gamma_schedule
 from .text_to_nerf import DreamSamplerNeRF
-
-
-def _bchw(x: Tensor) -> Tensor:
-    return x.permute(0, 3, 1, 2)
-
-
-def _bhwc(x: Tensor) -> Tensor:
-    return x.permute(0, 2, 3, 1)
 
 
 @threestudio.register("dreamsampler-degraded-nerf-system")
@@ -65,6 +58,13 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
             BaseLift3DSystem.on_fit_start(self)  # without DreamFusion's prompt processor and guidance
         else:
             super().on_fit_start()
+            start = getattr(self.guidance.cfg, "schedule_start_step", None)
+            if start is not None and start != self.cfg.warmup_steps:
+                raise ValueError(
+                    f"system.guidance.schedule_start_step ({start}) must equal system.warmup_steps "
+                    f"({self.cfg.warmup_steps}): the reverse schedule starts after the warm-up "
+                    "(set it to ${system.warmup_steps})"
+                )
         self._use_lpips_loss = self.C(self.cfg.loss.get("lambda_lpips", 0.0)) > 0 and self._lpips() is not None
 
     def _lpips(self):
@@ -72,11 +72,6 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
         if not self._lpips_loaded:
             self._lpips_fn, self._lpips_loaded = load_lpips(self.device), True
         return self._lpips_fn
-
-    def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False):
-        # the guidance's decreasing schedule covers the steps after the warm-up
-        if getattr(self, "guidance", None) is not None:
-            self.guidance.update_step(epoch, max(global_step - self.cfg.warmup_steps, 0), on_load_weights)
 
     # ---------------------------------------------------------------- training
     def training_step(self, batch, batch_idx):
@@ -88,13 +83,13 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
             raise ValueError("novel views during the warm-up: set data.novel_view_start_step to system.warmup_steps")
         loss = 0.0
         if has_y:
-            y = _bchw(batch["measurement"])
-            loss_dc = data_consistency(y, self.operator, _bchw(rgb))
+            y = bchw(batch["measurement"])
+            loss_dc = data_consistency(y, self.operator, bchw(rgb))
             self.log("train/loss_dc", loss_dc)
         if warmup:
             loss = self.C(self.cfg.loss.lambda_dc) * loss_dc
             if self._use_lpips_loss:
-                loss_lpips = self._lpips()(_bhwc(self.operator(_bchw(rgb))), batch["measurement"]).mean()
+                loss_lpips = self._lpips()(bhwc(self.operator(bchw(rgb))), batch["measurement"]).mean()
                 self.log("train/loss_lpips", loss_lpips)
                 loss = loss + self.C(self.cfg.loss.lambda_lpips) * loss_lpips
         else:
@@ -142,14 +137,14 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
     def _evaluate_view(self, batch, rgb: Tensor, folder: str) -> None:
         """Save render | A(render) | y | ground truth, and the metrics row of a data view."""
         y = batch["measurement"]
-        imgs = [rgb, _bhwc(self.operator(_bchw(rgb))).clamp(0, 1), y]
+        imgs = [rgb, bhwc(self.operator(bchw(rgb))).clamp(0, 1), y]
         row = {"view": int(batch["data_index"][0])}
         if "gt_rgb" in batch:
             gt = batch["gt_rgb"]
             imgs.append(gt)
             lpips = self._lpips()
-            y_up = y if y.shape == gt.shape else _bhwc(
-                F.interpolate(_bchw(y), gt.shape[1:3], mode="bicubic", align_corners=False).clamp(0, 1)
+            y_up = y if y.shape == gt.shape else bhwc(
+                F.interpolate(bchw(y), gt.shape[1:3], mode="bicubic", align_corners=False).clamp(0, 1)
             )
             for prefix, img in (("render", rgb), ("input", y_up)):
                 for k, v in image_metrics(img.clamp(0, 1), gt, lpips).items():

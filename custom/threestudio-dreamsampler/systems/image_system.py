@@ -8,13 +8,13 @@ argmin z-bar of that timestep's latent problem and the noise to carry, and the o
 eq. 13 for the identity generator, ``0.5 ||psi - z-bar||^2``, exactly in one SGD step with lr 1.
 After the last step the output is the DDIM update to level ``final_alpha`` (diffusers' convention).
 
-Tasks (``system.task``; the math is in ``dreamsampler/``):
-- ``text-to-image``: CFG Tweedie, the CFG prediction carried (:func:`dreamsampler.reverse.guided_step`);
+Tasks (``system.task``; one unit each in ``image_tasks.py``, the math in ``dreamsampler.image``):
+- ``text-to-image``: CFG Tweedie, the CFG prediction carried (:func:`dreamsampler.diffusion.reverse.guided_step`);
   equals diffusers' DDIM sampling from the same initial latent.
 - ``edit``: Alg. 3 with gamma_t = C abar_t, the null prediction carried, one prompt or several
-  (mask, prompt) regions (eq. 19) (:mod:`dreamsampler.editing`).
+  (mask, prompt) regions (eq. 19) (:mod:`dreamsampler.image.editing`).
 - ``inpaint``: supp. Alg. 4, y = M x with M zero on the regions, each region its own prompt
-  (:mod:`dreamsampler.inpainting`).
+  (:mod:`dreamsampler.image.inpainting`; fresh noise seeded by (seed, step), as ``inpainting.solve``).
 - ``restore``: the same step with a blur / down-sampling operator and one caption, no mask (eq. 15).
 
 Outputs in ``<trial>/save/``: ``source.png`` (and ``measurement.png`` for inpaint / restore) at the
@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from torch import nn
 
 import threestudio
@@ -35,21 +34,19 @@ from threestudio.systems.base import BaseSystem
 from threestudio.utils.misc import get_device
 from threestudio.utils.typing import *
 
-from ..dreamsampler.editing import edit_gamma, edit_step
-from ..dreamsampler.image_io import latent_mask, read_image, read_mask, rect_mask, square_resize
-from ..dreamsampler.inpainting import InverseProblem, initial_latent, inverse_step, masked_psnr
-from ..dreamsampler.latent_model import LatentModel, load_text_encoder
-from ..dreamsampler.operators import AdditiveNoise, Compose, Mask, build_operator
-from ..dreamsampler.reverse import ReverseSchedule, Step, ddim_invert, guided_step, renoise
+from dreamsampler.diffusion.latent_model import LatentModel, load_text_encoder
+from dreamsampler.diffusion.process import forward_noise
+from dreamsampler.diffusion.schedules import ReverseSchedule
+from dreamsampler.image_io import latent_mask, read_image, read_mask, rect_mask, square_resize, to_uint8
 from ..guidance.sd_model import load_sd_components
+from .image_tasks import TASKS
 
-TASKS = ("text-to-image", "edit", "inpaint", "restore")
 INITS = ("inversion", "noise")
 STRIP_HEIGHT = 128  # pixels per strip frame at most
 
 
 def _uint8(img: Float[Tensor, "1 3 H W"]) -> np.ndarray:
-    return (img[0].detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    return to_uint8(img[0])
 
 
 @threestudio.register("dreamsampler-image-system")
@@ -111,19 +108,13 @@ class DreamSamplerImage(BaseSystem):
     def _validate(self) -> None:
         cfg = self.cfg
         if cfg.task not in TASKS:
-            raise ValueError(f"system.task={cfg.task!r} is unknown; choose one of {TASKS}")
+            raise ValueError(f"system.task={cfg.task!r} is unknown; choose one of {tuple(TASKS)}")
         if int(cfg.nfe) < 1:
             raise ValueError(f"system.nfe (= trainer.max_steps) must be >= 1, got {cfg.nfe}")
         if cfg.init not in INITS:
             raise ValueError(f"system.init={cfg.init!r} is unknown; choose one of {INITS}")
-        needs_prompt = cfg.task in ("text-to-image", "restore") or (cfg.task == "edit" and not cfg.regions)
-        if needs_prompt and not str(cfg.prompt).strip():
-            what = {"restore": "a caption of the image", "edit": "the target prompt (or system.regions)"}
-            raise ValueError(f"system.prompt is empty: task {cfg.task!r} needs {what.get(cfg.task, 'a prompt')}")
-        if cfg.regions and cfg.task not in ("edit", "inpaint"):
-            raise ValueError(f"system.regions is used by the edit and inpaint tasks only, not by {cfg.task!r}")
-        if cfg.task == "inpaint" and not cfg.regions:
-            raise ValueError("system.regions is empty: inpainting needs at least one {prompt, mask | rect} region")
+        self.task = TASKS[cfg.task](cfg)
+        self.task.validate()
         for n, region in enumerate(cfg.regions):
             where = f"system.regions[{n}]"
             if not str(region.get("prompt", "")).strip():
@@ -132,10 +123,10 @@ class DreamSamplerImage(BaseSystem):
                 raise ValueError(f"{where} needs exactly one of 'mask' (an image file) or 'rect' ([x0, y0, x1, y1])")
 
     def _load_inputs(self, device) -> None:
-        """Source image, masks, text embeddings and, for inpaint / restore, the inverse problem."""
+        """Source image, masks and text embeddings; then what the task itself prepares."""
         cfg, size = self.cfg, self.cfg.image_size
         self.source: Optional[Tensor] = None  # [0, 1]
-        if cfg.task in ("edit", "inpaint") or (cfg.task == "restore" and not cfg.measurement):
+        if self.task.reads_image:
             raw = read_image(cfg.image, "system.image")
             self.source = square_resize(raw, size)[None].to(device)
         masks = []
@@ -151,40 +142,8 @@ class DreamSamplerImage(BaseSystem):
         prompts = [r["prompt"] for r in cfg.regions] if cfg.regions else [cfg.prompt]
         emb = self.model.text([cfg.null_prompt, *prompts])
         self.null, self.targets = emb[:1], list(emb[1:].split(1))
-        self.problem: Optional[InverseProblem] = None
-        if cfg.task in ("inpaint", "restore"):
-            self.operator, self.measurement, self.clean = self._measurement(device)
-            self.problem = InverseProblem(
-                self.model.eps, self.model.decode, self.model.encode, self.operator, self.measurement, self.null,
-                self.targets, masks=self.latent_masks if cfg.task == "inpaint" else None, lam=cfg.cg_lambda,
-                cg_iters=cfg.cg_iters, dps_scale=cfg.dps_scale,
-                guidance_scale=cfg.guidance_scale if cfg.task == "restore" else 1.0, gamma_period=cfg.gamma_period,
-                gamma_t_max=cfg.gamma_t_max, gamma_on_step_index=cfg.gamma_on_step_index,
-            )
-
-    def _measurement(self, device):
-        """(A, y in [-1, 1], clean image in [0, 1] or None) for inpaint / restore."""
-        cfg, size = self.cfg, self.cfg.image_size
-        if cfg.task == "inpaint":
-            op = Mask(1 - self.masks.sum(0).clamp(max=1.0))
-        else:
-            spec = OmegaConf.to_container(cfg.operator) if OmegaConf.is_config(cfg.operator) else cfg.operator
-            try:
-                op = build_operator({"type": "compose", "ops": spec} if isinstance(spec, list) else spec)
-            except ValueError as exc:
-                raise ValueError(f"system.operator={spec} is invalid: {exc}") from exc
-        op = op.to(device)
-        if cfg.task == "restore" and cfg.measurement:
-            y = read_image(cfg.measurement, "system.measurement")[None].to(device) * 2 - 1
-            try:
-                op.check_measurement(y, size, size)
-            except ValueError as exc:
-                raise ValueError(f"system.measurement={cfg.measurement!r}: {exc}") from exc
-            return op, y, None
-        gen = torch.Generator().manual_seed(cfg.seed)
-        noisy = Compose([op, AdditiveNoise(cfg.measurement_noise)]) if cfg.measurement_noise > 0 else op
-        y = noisy.measure((self.source * 2 - 1).cpu(), generator=gen).to(device)
-        return op, y, self.source
+        self.measurement: Optional[Tensor] = None
+        self.task.prepare(self, device)
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
@@ -195,21 +154,21 @@ class DreamSamplerImage(BaseSystem):
             )
         if self.source is not None:
             self.save_image("source.png", _uint8(self.source))
-        if self.cfg.task in ("inpaint", "restore"):
-            self.save_image("measurement.png", _uint8(self._show_measurement()))
+        if self.measurement is not None:
+            self.save_image("measurement.png", _uint8(self.show_measurement()))
 
     # --------------------------------------------------------------- training
     def training_step(self, batch, batch_idx):
         i, s = self.true_global_step, self.schedule
         if i == 0:
-            how = f"DDIM inversion with the null prompt, {len(s)} steps" if self._inverts() else "Gaussian noise"
+            how = f"DDIM inversion with the null prompt, {len(s)} steps" if self.task.inverts else "Gaussian noise"
             threestudio.info(f"{self.cfg.task}: initial latent from {how}")
             with torch.no_grad():
-                self.z_T.copy_(self._initial_latent().to(self.z_T))
+                self.z_T.copy_(self.task.initial_latent(self).to(self.z_T))
             z_t = self.z_T
         else:
-            z_t = renoise(self.psi.detach(), self.eps_carry, s.alpha(i))
-        step = self._reverse_step(z_t, i)
+            z_t = forward_noise(self.psi.detach(), self.eps_carry, s.alpha(i))
+        step = self.task.step(self, z_t, i)
         self.eps_carry.copy_(step.eps.detach())
         if i in self.strip_steps:
             self.z0_strip[self.strip_steps.index(i)].copy_(step.z0.detach()[0])
@@ -218,41 +177,12 @@ class DreamSamplerImage(BaseSystem):
         self.log("train/loss", loss)
         return {"loss": loss}
 
-    def _initial_latent(self) -> Tensor:
-        """z_T: Gaussian noise, or the null-prompt DDIM inversion of the source / measurement."""
-        m, s = self.model, self.schedule
-        if self.cfg.task == "edit":
-            return ddim_invert(m.eps, m.encode(self.source * 2 - 1), s, self.null)
-        if self._inverts():
-            return initial_latent(self.problem, s)
-        return torch.randn(self.psi.shape, generator=torch.Generator().manual_seed(self.cfg.seed))
-
-    def _reverse_step(self, z_t: Tensor, i: int) -> Step:
-        """The task's step at index i: z-bar and the noise carried to the next level."""
-        m, s, task = self.model, self.schedule, self.cfg.task
-        if task == "text-to-image":
-            return guided_step(m.eps, z_t, s.t(i), s.alpha(i), self.null, self.targets[0], self.cfg.guidance_scale)
-        if task == "edit":
-            gamma = edit_gamma(s, i, self.cfg.edit_scale)
-            return edit_step(m.eps, z_t, s.t(i), s.alpha(i), self.null, self.targets, self.latent_masks, gamma)
-        return inverse_step(self.problem, s, z_t, i, self._fresh_noise(i))
-
-    def _inverts(self) -> bool:
-        return self.cfg.task == "edit" or (self.cfg.task in ("inpaint", "restore") and self.cfg.init == "inversion")
-
-    def _fresh_noise(self, i: int) -> Optional[Tensor]:
-        """e ~ N(0, I) of Alg. 4, seeded per step (so a resumed run repeats it); None at the last step."""
-        if i == len(self.schedule) - 1:
-            return None
-        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + i + 1)
-        return torch.randn(self.psi.shape, generator=gen).to(self.psi)
-
     # ------------------------------------------------------------- evaluation
     @torch.no_grad()
     def decode(self, z: Tensor) -> Tensor:
         return (self.model.decode(z) / 2 + 0.5).clamp(0, 1)
 
-    def _show_measurement(self) -> Tensor:
+    def show_measurement(self) -> Tensor:
         """y in [0, 1] at the image size (nearest-neighbour up-sampling when A shrinks)."""
         y = (self.measurement / 2 + 0.5).clamp(0, 1)
         return F.interpolate(y, size=(self.cfg.image_size,) * 2, mode="nearest")
@@ -268,7 +198,7 @@ class DreamSamplerImage(BaseSystem):
 
     def test_step(self, batch, batch_idx):
         with torch.no_grad():
-            z = renoise(self.psi.detach(), self.eps_carry, self.schedule.final_alpha)
+            z = forward_noise(self.psi.detach(), self.eps_carry, self.schedule.final_alpha)
             result = self.decode(z)
         self.save_image("result.png", _uint8(result))
         self._save_strip()
@@ -276,7 +206,7 @@ class DreamSamplerImage(BaseSystem):
             "result.pt",
             {"initial_latent": self.z_T.cpu(), "latent": z.cpu(), "image": result.cpu(), "timesteps": self.schedule.timesteps},
         )
-        metrics = {"task": self.cfg.task, "nfe": self.cfg.nfe, "step": self.true_global_step, **self._metrics(result)}
+        metrics = {"task": self.cfg.task, "nfe": self.cfg.nfe, "step": self.true_global_step, **self.task.metrics(self, result)}
         self.save_json("metrics.json", metrics)
         threestudio.info(f"dreamsampler-image-system: {metrics}")
 
@@ -288,26 +218,3 @@ class DreamSamplerImage(BaseSystem):
         stride = max(1, self.cfg.image_size // STRIP_HEIGHT)
         strip = torch.cat(list(frames[:, :, ::stride, ::stride]), dim=-1)[None]
         self.save_image("strip.png", _uint8(strip))
-
-    def _metrics(self, result: Tensor) -> Dict[str, float]:
-        """PSNR (dB) against the source / clean image and the measurement, as far as the task has them."""
-        out: Dict[str, float] = {}
-        if self.cfg.task == "edit":
-            out["psnr_source"] = masked_psnr(result, self.source, torch.ones_like(result[:, :1]))
-            if self.masks is not None:
-                outside = 1 - self.masks.sum(0, keepdim=True).clamp(max=1)
-                out["psnr_source_outside_regions"] = masked_psnr(result, self.source, outside)
-        elif self.cfg.task == "inpaint":
-            keep = self.operator.mask[None]
-            out["psnr_observed"] = masked_psnr(result, self.source, keep)
-            out["psnr_regions"] = masked_psnr(result, self.source, 1 - keep)
-        elif self.cfg.task == "restore":
-            with torch.no_grad():
-                a_result = self.operator(result * 2 - 1)
-            ones = torch.ones_like(self.measurement[:, :1])
-            out["psnr_measurement"] = masked_psnr((a_result / 2 + 0.5).clamp(0, 1), (self.measurement / 2 + 0.5).clamp(0, 1), ones)
-            if self.clean is not None:
-                full = torch.ones_like(result[:, :1])
-                out["psnr_clean"] = masked_psnr(result, self.clean, full)
-                out["psnr_clean_of_measurement"] = masked_psnr(self._show_measurement(), self.clean, full)
-        return out

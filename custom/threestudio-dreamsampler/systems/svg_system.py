@@ -36,13 +36,14 @@ import threestudio
 from threestudio.systems.base import BaseSystem
 from threestudio.utils.typing import *
 
-from ..dreamsampler.inverse import data_consistency, eq18_weights
-from ..dreamsampler.metrics import psnr
-from ..dreamsampler.operators import build_operator
-from ..dreamsampler.rasterizer import render
-from ..dreamsampler.schedules import gamma_schedule
+from dreamsampler.image_io import bchw, bhwc, to_uint8
+from dreamsampler.inverse.data_consistency import data_consistency, eq18_weights
+from dreamsampler.metrics import psnr
+from dreamsampler.inverse.operators import build_operator
+from dreamsampler.vector.rasterizer import render
+from dreamsampler.diffusion.schedules import gamma_schedule
 from .guidance_state import GuidanceStateMixin
-from ..dreamsampler.svg import ICON_SUFFIX, VectorScene, init_scene, load_image, point_lr, save_svg, xing_loss
+from dreamsampler.vector.svg import ICON_SUFFIX, VectorScene, init_scene, load_image, point_lr, save_svg, xing_loss
 
 STRIP_FRAMES = 8
 STRIP_HEIGHT = 128  # pixels per strip frame (nearest-neighbour subsampling)
@@ -113,7 +114,7 @@ class DreamSamplerSVG(GuidanceStateMixin, BaseSystem):
     def forward(self, batch: Optional[Dict[str, Any]] = None) -> Float[Tensor, "1 3 H W"]:
         size = self.cfg.canvas_size
         img = render(self.points, self.colors, self.opacity, self.background_rgb, size, size, backend=self.cfg.rasterizer)
-        return img.permute(2, 0, 1)[None]
+        return bchw(img[None])
 
     def on_fit_start(self) -> None:
         prompt = self.cfg.prompt_processor.get("prompt", "")
@@ -140,7 +141,7 @@ class DreamSamplerSVG(GuidanceStateMixin, BaseSystem):
         loss = w_dc * loss_dc + self.C(self.cfg.loss.lambda_xing) * loss_xing
         if w_sds > 0:
             zeros = torch.zeros(1, device=self.device)
-            out = self.guidance(rgb.permute(0, 2, 3, 1), self.prompt_utils, elevation=zeros, azimuth=zeros,
+            out = self.guidance(bhwc(rgb), self.prompt_utils, elevation=zeros, azimuth=zeros,
                                 camera_distances=zeros + 1, **batch)
             loss = loss + w_sds * out["loss_sds"]
             self.log("train/loss_sds", out["loss_sds"])
@@ -149,7 +150,7 @@ class DreamSamplerSVG(GuidanceStateMixin, BaseSystem):
                             ("timestep", float(self.guidance.current_timestep))):
             self.log(f"train/{name}", value)
         if self.true_global_step % self.cfg.snapshot_every == 0:
-            self.save_image(f"progress/{self.true_global_step:06d}.png", self._to_uint8(rgb[0]))
+            self.save_image(f"progress/{self.true_global_step:06d}.png", to_uint8(rgb[0]))
         return {"loss": loss}
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
@@ -176,10 +177,6 @@ class DreamSamplerSVG(GuidanceStateMixin, BaseSystem):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------- evaluation
-    @staticmethod
-    def _to_uint8(img: Float[Tensor, "3 H W"]) -> np.ndarray:
-        return (img.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-
     def _canvas(self, img: Float[Tensor, "1 3 h w"]) -> Float[Tensor, "1 3 H W"]:
         size = self.cfg.canvas_size
         return img if img.shape[-1] == size else F.interpolate(img, (size, size), mode="nearest")
@@ -188,7 +185,7 @@ class DreamSamplerSVG(GuidanceStateMixin, BaseSystem):
         """y | A(g) | g | clean target (when known), side by side at canvas size."""
         panels = [self._canvas(self.measurement), self._canvas(self.operator(rgb)), rgb]
         panels += [self.clean] if self.clean is not None else []
-        return np.concatenate([self._to_uint8(p[0]) for p in panels], axis=1)
+        return np.concatenate([to_uint8(p[0]) for p in panels], axis=1)
 
     def validation_step(self, batch, batch_idx):
         with torch.no_grad():
@@ -202,9 +199,8 @@ class DreamSamplerSVG(GuidanceStateMixin, BaseSystem):
             rgb = self()
             size = self.cfg.canvas_size
             save_svg(self.get_save_path("final.svg"), self.scene(), size, size)
-            self.save_image("final.png", self._to_uint8(rgb[0]))
+            self.save_image("final.png", to_uint8(rgb[0]))
             self.save_image("final-measurement.png", self._comparison(rgb))
-            bhwc = lambda x: x.permute(0, 2, 3, 1)
             metrics = {
                 "step": self.true_global_step,
                 "measurement": self.cfg.measurement or f"A({self.cfg.target})",

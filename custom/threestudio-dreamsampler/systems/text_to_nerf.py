@@ -1,4 +1,4 @@
-"""``dreamsampler-system``: text-to-NeRF with DreamSampler (supplementary sec. 5.3).
+"""``dreamsampler-text-to-nerf-system``: text-to-NeRF with DreamSampler (supplementary sec. 5.3).
 
 threestudio's DreamFusion system (implicit-volume geometry, NeRF volume renderer, its sparsity /
 opacity / orientation / z-variance regularizers, validation images, the test-time 360-degree video,
@@ -23,7 +23,7 @@ from threestudio.utils.typing import *
 from .guidance_state import GuidanceStateMixin
 
 
-@threestudio.register("dreamsampler-system")
+@threestudio.register("dreamsampler-text-to-nerf-system")
 class DreamSamplerNeRF(GuidanceStateMixin, DreamFusion):
     @dataclass
     class Config(DreamFusion.Config):

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .distill import tweedie
+from ..diffusion.process import forward_noise, tweedie
 
 CHECKPOINT_FORMAT = "dreamsampler-lmc-corrective"
 CHECKPOINT_VERSION = "1"
@@ -149,7 +149,7 @@ def one_step_denoised(eps_fn: Callable[[Tensor, Tensor], Tensor], z0: Tensor, t:
                       alpha_bar: Tensor, noise: Tensor) -> Tensor:
     """x^ = Tweedie(z_t, eps_u(z_t, t)) with z_t = sqrt(a) z0 + sqrt(1 - a) noise (eq. 1, 7)."""
     a = _per_sample(alpha_bar, z0)
-    z_t = a.sqrt() * z0 + (1 - a).sqrt() * noise
+    z_t = forward_noise(z0, noise, a)
     return tweedie(z_t, eps_fn(z_t, t), a)
 
 

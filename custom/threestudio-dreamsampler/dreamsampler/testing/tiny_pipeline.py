@@ -7,7 +7,7 @@ loaded by the same ``from_pretrained`` path a real model id takes. The VAE has f
 (scaled-linear betas 0.00085 -> 0.012, 1000 steps). The outputs are noise-like images: the point is
 the shapes, the code paths and the numerics, not the pictures.
 
-Command line: ``python -m dreamsampler.tiny_pipeline <out_dir>``.
+Command line: ``python -m dreamsampler.testing.tiny_pipeline <out_dir>``.
 """
 from __future__ import annotations
 

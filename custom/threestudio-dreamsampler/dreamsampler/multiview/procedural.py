@@ -10,7 +10,7 @@ opposite to d_k); each face carries its own colour, darkened on alternate checke
 averaged over ``supersample``^2 sub-pixel rays (the clean image of a pixel's area).
 
 Command line (writes ``<out>/clean`` and ``<out>/degraded``, each a transforms.json + PNGs):
-``python -m dreamsampler.procedural <out> [--size 64] [--views 16] [--operator '{"type": "blur", ...}']``.
+``python -m dreamsampler.multiview.procedural <out> [--size 64] [--views 16] [--operator '{"type": "blur", ...}']``.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..image_io import bchw, bhwc
 from .cameras import focal_from_fov, rays, ring_c2w
 from .views import RingSpec, Views, write_views
 
@@ -69,7 +70,7 @@ def render_views(c2w: Tensor, size: int, fov_rad: float, supersample: int = 4, *
     big = size * s
     o, d = rays(c2w, big, big, focal_from_fov(fov_rad, big))
     img = render_box(o, d, **box)
-    return F.avg_pool2d(img.permute(0, 3, 1, 2), s).permute(0, 2, 3, 1).contiguous()
+    return bhwc(F.avg_pool2d(bchw(img), s)).contiguous()
 
 
 def scene_views(size: int = 64, ring: Optional[RingSpec] = None, supersample: int = 4) -> Views:
@@ -90,7 +91,7 @@ def make_scene(
 ) -> dict:
     """Write ``out_dir/clean`` and ``out_dir/degraded`` (the operator applied to the clean views);
     returns the paths, the caption and the operator spec."""
-    from .operators import build_operator
+    from ..inverse.operators import build_operator
 
     ring = ring or RingSpec()
     operator = dict(operator or DEFAULT_OPERATOR)
@@ -98,7 +99,7 @@ def make_scene(
     clean, c2w, fov = views.images, views.c2w, math.radians(ring.fovy_deg)
     A = build_operator(operator)
     with torch.no_grad():  # the generator drives the noise of a noisy operator
-        y = A.measure(clean.permute(0, 3, 1, 2), torch.Generator().manual_seed(seed)).permute(0, 2, 3, 1)
+        y = bhwc(A.measure(bchw(clean), torch.Generator().manual_seed(seed)))
     clean_dir, deg_dir = os.path.join(out_dir, "clean"), os.path.join(out_dir, "degraded")
     write_views(clean_dir, clean, c2w, fov)
     write_views(deg_dir, y, c2w, fov)

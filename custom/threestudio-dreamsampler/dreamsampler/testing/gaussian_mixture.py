@@ -32,8 +32,24 @@ class GaussianMixture:
             m[list(cond)] = True
         return m
 
-    def eps(self, z_t: Tensor, alpha_bar, cond: Optional[Sequence[int]] = None) -> Tensor:
-        """Exact eps(z_t, t, c) = -sqrt(1 - a) * grad log p_t(z_t | c); z_t: [N, D]."""
+    def embedding(self, cond: Optional[Sequence[int]], n: int) -> Tensor:
+        """The condition as a per-sample "text embedding" ``[n, K]`` (1 on the allowed modes), for :meth:`eps_fn`."""
+        return self._mask(cond).to(torch.float64).expand(n, -1)
+
+    def eps_fn(self, alphas_cumprod: Tensor):
+        """``eps_fn(z, t, emb)`` in the guidance modes' signature (``dreamsampler.distill.modes``): ``t`` ``[N]``
+        (one timestep), ``emb`` ``[N, K]`` from :meth:`embedding`."""
+
+        def eps_fn(z: Tensor, t: Tensor, emb: Tensor) -> Tensor:
+            if not bool((t == t[0]).all()):
+                raise ValueError("the mixture's eps_fn takes one timestep per call")
+            return self.eps(z, alphas_cumprod[t[0]], emb > 0)
+
+        return eps_fn
+
+    def eps(self, z_t: Tensor, alpha_bar, cond=None) -> Tensor:
+        """Exact eps(z_t, t, c) = -sqrt(1 - a) * grad log p_t(z_t | c); z_t: [N, D]; ``cond`` a list of
+        allowed modes, or a per-sample ``[N, K]`` boolean mask."""
         a = torch.as_tensor(alpha_bar, dtype=torch.float64)
         z = z_t.to(torch.float64)
         mu = a.sqrt() * self.means  # [K, D]
@@ -41,7 +57,8 @@ class GaussianMixture:
         d = z.shape[-1]
         diff = z[:, None, :] - mu[None]  # [N, K, D]
         logw = self.weights.log() - 0.5 * d * var.log() - 0.5 * (diff**2).sum(-1) / var
-        logw = logw.masked_fill(~self._mask(cond)[None], float("-inf"))
+        allowed = cond if isinstance(cond, Tensor) else self._mask(cond)[None]
+        logw = logw.masked_fill(~allowed, float("-inf"))
         resp = torch.softmax(logw, dim=1)  # [N, K]
         score = -(resp[..., None] * diff / var[None, :, None]).sum(1)
         return (-(1 - a).sqrt() * score).to(z_t.dtype)

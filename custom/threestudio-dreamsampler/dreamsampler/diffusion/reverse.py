@@ -12,13 +12,13 @@ when ``set_alpha_to_one``), so an identity generator with CFG reproduces diffuse
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, List, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
 
-from .distill import cfg, tweedie
+from .process import cfg, forward_noise, scalar_like, tweedie
+from .schedules import ReverseSchedule
 
 # eps_theta(z_t [B, C, h, w], t, text embeddings [B, L, D]) -> [B, C, h, w]
 EpsFn = Callable[[Tensor, int, Tensor], Tensor]
@@ -29,50 +29,6 @@ class Step(NamedTuple):
 
     z0: Tensor
     eps: Tensor
-
-
-@dataclass
-class ReverseSchedule:
-    """Descending timesteps ``t_0 > ... > t_{N-1}``, the model's abar table and the level after the last step."""
-
-    alphas_cumprod: Tensor
-    timesteps: Tensor
-    final_alpha: float
-
-    def __post_init__(self):
-        self.timesteps = torch.as_tensor(self.timesteps, dtype=torch.long).flatten().cpu()
-        self.alphas_cumprod = torch.as_tensor(self.alphas_cumprod).cpu()
-        if self.timesteps.numel() < 1:
-            raise ValueError("the reverse schedule needs at least one timestep (NFE >= 1)")
-        if (self.timesteps[1:] >= self.timesteps[:-1]).any():
-            raise ValueError("reverse-schedule timesteps must be strictly descending")
-
-    @classmethod
-    def from_scheduler(cls, scheduler, nfe: int) -> "ReverseSchedule":
-        """The DDIM timesteps a diffusers ``DDIMScheduler`` uses for ``nfe`` steps (it is left set to them)."""
-        if int(nfe) < 1:
-            raise ValueError(f"the number of function evaluations (NFE) must be >= 1, got {nfe}")
-        scheduler.set_timesteps(int(nfe))
-        return cls(scheduler.alphas_cumprod, scheduler.timesteps.clone(), float(scheduler.final_alpha_cumprod))
-
-    def __len__(self) -> int:
-        return int(self.timesteps.numel())
-
-    def t(self, i: int) -> int:
-        return int(self.timesteps[i])
-
-    def alpha(self, i: int) -> float:
-        """abar at t_i; ``i = N`` is the level after the last step."""
-        return float(self.alphas_cumprod[self.timesteps[i]]) if i < len(self) else float(self.final_alpha)
-
-    def alpha_next(self, i: int) -> float:
-        return self.alpha(i + 1)
-
-
-def renoise(z0: Tensor, eps: Tensor, alpha_next: float) -> Tensor:
-    """z_{t-1} = sqrt(abar_{t-1}) z0 + sqrt(1 - abar_{t-1}) eps  (eq. 12; Alg. 3, last line)."""
-    a = torch.as_tensor(alpha_next, dtype=z0.dtype, device=z0.device)
-    return a.sqrt() * z0 + (1 - a).sqrt() * eps
 
 
 def predict(eps_fn: EpsFn, z: Tensor, t: int, embeddings: Sequence[Tensor]) -> List[Tensor]:
@@ -100,7 +56,7 @@ def ddim_invert(eps_fn: EpsFn, z0: Tensor, schedule: ReverseSchedule, emb: Tenso
     z, a_cur = z0, schedule.final_alpha
     for i in reversed(range(len(schedule))):
         (eps,) = predict(eps_fn, z, schedule.t(i), [emb])
-        z = renoise(tweedie(z, eps, scalar_like(a_cur, z)), eps, schedule.alpha(i))
+        z = forward_noise(tweedie(z, eps, scalar_like(a_cur, z)), eps, schedule.alpha(i))
         a_cur = schedule.alpha(i)
     return z
 
@@ -109,19 +65,14 @@ StepFn = Callable[[Tensor, int], Step]
 
 
 def run(step_fn: StepFn, z_T: Tensor, schedule: ReverseSchedule) -> Tensor:
-    """The reverse loop: z_{i+1} = renoise(step_fn(z_i, i)) from ``z_T`` down to level ``final_alpha``."""
+    """The reverse loop: z_{i+1} = forward_noise(step_fn(z_i, i)) from ``z_T`` down to level ``final_alpha``."""
     z = z_T
     for i in range(len(schedule)):
         out = step_fn(z, i)
-        z = renoise(out.z0, out.eps, schedule.alpha_next(i))
+        z = forward_noise(out.z0, out.eps, schedule.alpha_next(i))
     return z
 
 
 def sample(eps_fn: EpsFn, z_T: Tensor, schedule: ReverseSchedule, null: Tensor, cond: Tensor, scale: float) -> Tensor:
     """Text-to-image: Alg. 2 with an identity generator from the initial latent ``z_T`` (= DDIM with CFG)."""
     return run(lambda z, i: guided_step(eps_fn, z, schedule.t(i), schedule.alpha(i), null, cond, scale), z_T, schedule)
-
-
-def scalar_like(alpha: float, like: Tensor) -> Tensor:
-    """A Python float as a 0-d tensor on ``like``'s device and dtype."""
-    return torch.as_tensor(alpha, dtype=like.dtype, device=like.device)

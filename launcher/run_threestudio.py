@@ -1,13 +1,13 @@
 """Run threestudio's own ``launch.py`` with this extension loaded, on GPUs or on the CPU.
 
-    python custom/threestudio-dreamsampler/run_threestudio.py --config configs/<name>.yaml --train [--cpu] [key=value ...]
+    python -m dreamsampler_launcher.run_threestudio --config configs/<name>.yaml --train [--cpu] [key=value ...]
 
 Takes every argument launch.py takes (``--train/--validate/--test/--export``, ``--gpu``,
 ``--typecheck``, overrides) plus ``--cpu`` and ``--smoke N`` (N steps on the tiny offline pipeline
 at small sizes, see ``smoke.py``); a ``--config`` with a ``base:`` key (a variant stating only what
-differs from its base, see ``config_base.py``) is merged over its base first. It finds threestudio
-at ``$THREESTUDIO_ROOT`` (default:
-``${XDG_CACHE_HOME:-~/.cache}/threestudio-dreamsampler/threestudio``, where ``launch.sh setup`` clones it), keeps
+differs from its base, see ``config_base.py``) is merged over its base first. threestudio must be
+importable (``launch.sh setup`` installs the checkout at ``$THREESTUDIO_ROOT``, default
+``${XDG_CACHE_HOME:-~/.cache}/threestudio-dreamsampler/threestudio``, into the environment); it keeps
 ``<threestudio>/custom/threestudio-dreamsampler`` linked to this checkout, makes ``--config``
 absolute, anchors a relative ``exp_root_dir`` at the caller's working directory (outputs land where
 the user runs the command), changes into the threestudio checkout (launch.py loads ``custom/`` and
@@ -31,7 +31,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-EXT_DIR = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[1]
+EXT_DIR = REPO / "custom" / "threestudio-dreamsampler"
 EXT_NAME = "threestudio-dreamsampler"
 CPU_ENV = "DREAMSAMPLER_CPU"
 DEFAULT_ROOT = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "threestudio-dreamsampler" / "threestudio"
@@ -44,13 +45,23 @@ def say(message: str) -> None:
 
 
 def threestudio_root() -> Path:
-    """The threestudio checkout: ``$THREESTUDIO_ROOT``, else the default clone location."""
-    root = Path(os.environ.get("THREESTUDIO_ROOT") or DEFAULT_ROOT).expanduser().resolve()
-    if not (root / "launch.py").is_file() or not (root / "threestudio" / "__init__.py").is_file():
+    """The checkout of the importable ``threestudio`` package (installed by ``launch.sh setup``); it must
+    be ``$THREESTUDIO_ROOT`` when that is set."""
+    spec = importlib.util.find_spec("threestudio")
+    if spec is None or not spec.origin:
         raise SystemExit(
-            f"[run_threestudio] no threestudio checkout at {root} (launch.py and threestudio/ expected): "
-            "set THREESTUDIO_ROOT or run `bash launch.sh setup`"
+            "[run_threestudio] threestudio is not installed in this environment: run `bash launch.sh setup` "
+            "(with THREESTUDIO_ROOT=<checkout> to use your own checkout)"
         )
+    root = Path(spec.origin).resolve().parents[1]
+    wanted = os.environ.get("THREESTUDIO_ROOT")
+    if wanted and Path(wanted).expanduser().resolve() != root:
+        raise SystemExit(
+            f"[run_threestudio] THREESTUDIO_ROOT={wanted} but the installed threestudio is {root}: "
+            "run `bash launch.sh setup` again to install that checkout"
+        )
+    if not (root / "launch.py").is_file():
+        raise SystemExit(f"[run_threestudio] the installed threestudio at {root} has no launch.py: install a full checkout")
     return root
 
 
@@ -69,10 +80,8 @@ def link_extension(root: Path) -> None:
 
 
 def backend():
-    """The :mod:`threestudio_cpu` package next to this file."""
-    if str(EXT_DIR) not in sys.path:
-        sys.path.insert(0, str(EXT_DIR))
-    import threestudio_cpu
+    """The CPU backend package, :mod:`dreamsampler_launcher.threestudio_cpu`."""
+    from . import threestudio_cpu
 
     return threestudio_cpu
 
@@ -148,8 +157,6 @@ def load_threestudio(cpu: Optional[bool] = None):
         cpu = not backend().cuda_available()
     if cpu:
         backend().install(force=True)
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
     import threestudio
 
     if EXT_NAME not in sys.modules:
@@ -175,8 +182,7 @@ def expand_base(argv: list) -> list:
     config = config_path(argv)
     if config is None:
         return argv
-    backend()  # puts this folder on sys.path
-    from config_base import merged_config
+    from .config_base import merged_config
 
     try:
         merged = str(merged_config(config, MERGED_CONFIGS))
@@ -200,9 +206,9 @@ def expand_smoke(argv: list) -> list:
     if config is None:
         raise SystemExit("[run_threestudio] --smoke needs --config <yaml>")
     user = [a for a in argv if "=" in a and not a.startswith("-")]
-    backend()  # puts this folder on sys.path
-    from dreamsampler.tiny_pipeline import build_tiny_pipeline, default_location
-    from smoke import smoke_overrides
+    from dreamsampler.testing.tiny_pipeline import build_tiny_pipeline, default_location
+
+    from .smoke import smoke_overrides
 
     model = build_tiny_pipeline(default_location())
     say(f"smoke run: {steps} steps on the tiny pipeline {model}")
@@ -226,7 +232,6 @@ def main(argv=None) -> None:
         say(f"CPU backend installed; Trainer(accelerator='cpu', devices={n})")
     sys.argv = [os.path.abspath(sys.argv[0])] + argv  # DDP ranks re-run the script with these arguments
     os.chdir(root)
-    sys.path.insert(0, str(root))
     run_launch_py(root / "launch.py")
 
 

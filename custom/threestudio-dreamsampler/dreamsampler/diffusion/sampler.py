@@ -25,11 +25,10 @@ from typing import Dict, Hashable, List, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from .process import carried_noise, ddim_sigma, forward_noise, scalar_like, tweedie
+from .schedules import ReverseSchedule
+
 Key = Optional[Union[Hashable, Sequence[Hashable]]]
-
-
-def _sqrt(x: Tensor) -> Tensor:
-    return torch.sqrt(torch.clamp(x, min=0.0))
 
 
 class DreamSampler:
@@ -42,21 +41,9 @@ class DreamSampler:
     """
 
     def __init__(self, alphas_cumprod: Tensor, timesteps, eta: float = 0.0):
-        alphas_cumprod = torch.as_tensor(alphas_cumprod)
-        timesteps = torch.as_tensor(timesteps, dtype=torch.long).flatten().cpu()
         if not 0.0 <= float(eta) <= 1.0:
             raise ValueError(f"eta must lie in [0, 1], got eta={eta}")
-        if timesteps.numel() == 0:
-            raise ValueError("timesteps must hold at least one timestep")
-        if (timesteps[1:] > timesteps[:-1]).any():
-            raise ValueError("timesteps must be descending (non-increasing)")
-        if timesteps.min() < 0 or timesteps.max() >= alphas_cumprod.numel():
-            raise ValueError(
-                f"timesteps must lie in [0, {alphas_cumprod.numel() - 1}], "
-                f"got [{int(timesteps.min())}, {int(timesteps.max())}]"
-            )
-        self.alphas_cumprod = alphas_cumprod
-        self.timesteps = timesteps
+        self.schedule = ReverseSchedule(alphas_cumprod, timesteps, strict=False)
         self.eta = float(eta)
         # per key: {"eps": prediction, "idx": index it was stored at,
         #           "prev_eps"/"prev_idx": the prediction carried into the current index,
@@ -64,17 +51,16 @@ class DreamSampler:
         self._memory: Dict[Hashable, Dict[str, object]] = {}
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def timesteps(self) -> Tensor:
+        return self.schedule.timesteps
+
     def __len__(self) -> int:
-        return int(self.timesteps.numel())
+        return len(self.schedule)
 
     def alpha_bar(self, i: int, like: Tensor) -> Tensor:
         """abar at ``t_i`` as a 0-d tensor on ``like``'s device and dtype."""
-        return self.alphas_cumprod[self.timesteps[i]].to(device=like.device, dtype=like.dtype)
-
-    def sigma(self, i: int, j: int, like: Tensor) -> Tensor:
-        """DDIM's eta * beta between stored index ``j`` (noisier) and index ``i`` (eq. 5)."""
-        a_i, a_j = self.alpha_bar(i, like), self.alpha_bar(j, like)
-        return self.eta * _sqrt((1 - a_i) / (1 - a_j)) * _sqrt(1 - a_j / a_i)
+        return scalar_like(self.schedule.alpha(i), like)
 
     def _check_index(self, i: int) -> int:
         i = int(i)
@@ -111,7 +97,7 @@ class DreamSampler:
             offset += part.shape[0]
             tildes.append(self._carried_noise(k, part, i, generator, fresh))
         eps_tilde = torch.cat(tildes) if len(tildes) > 1 else tildes[0]
-        return _sqrt(a_i) * z0 + _sqrt(1 - a_i) * eps_tilde
+        return forward_noise(z0, eps_tilde, a_i)
 
     def step(self, z_t: Tensor, eps_hat: Tensor, i: int, key: Key = None) -> Tensor:
         """Tweedie's estimate z0^ at index ``i`` (eq. 14); remembers ``eps_hat`` for the next index."""
@@ -123,7 +109,7 @@ class DreamSampler:
             if mem.get("idx") is not None and int(mem["idx"]) < i:
                 mem["prev_eps"], mem["prev_idx"] = mem["eps"], mem["idx"]
             mem["eps"], mem["idx"] = part.clone(), i
-        return (z_t - _sqrt(1 - a_i) * eps_hat) / _sqrt(a_i)
+        return tweedie(z_t, eps_hat, a_i)
 
     def noise_tilde(self, i: int, key: Key = None) -> Tensor:
         """The eps~ used by the last ``add_noise`` at index ``i`` (for the SDS-form gradient)."""
@@ -154,14 +140,11 @@ class DreamSampler:
             e = fresh if fresh is not None else _randn_like(z0, generator)
             tilde = e.to(z0)
         else:
-            eps_prev = eps_prev.to(z0)
-            a_i = self.alpha_bar(i, z0)
-            sigma = self.sigma(i, j, z0)
+            a_i, a_j = self.alpha_bar(i, z0), self.alpha_bar(j, z0)
+            e = None
             if self.eta > 0:
-                e = (fresh if fresh is not None else _randn_like(z0, generator)).to(z0)
-            else:
-                e = torch.zeros_like(z0)
-            tilde = (_sqrt(1 - a_i - sigma**2) * eps_prev + sigma * e) / _sqrt(1 - a_i)
+                e = fresh if fresh is not None else _randn_like(z0, generator)
+            tilde = carried_noise(eps_prev.to(z0), a_i, ddim_sigma(a_j, a_i, self.eta, z0), e)
         mem["tilde"], mem["tilde_idx"] = tilde.detach(), i
         return mem["tilde"]
 

@@ -24,7 +24,7 @@ from typing import List, Tuple, Union
 
 from omegaconf import DictConfig, OmegaConf
 
-from smoke import config_smoke_lines
+from .smoke import config_smoke_lines
 
 BASE_KEY = "base"
 

@@ -26,10 +26,12 @@ from typing import Callable, List, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .cg import data_consistency_solve
-from .distill import cfg, tweedie
-from .operators import Operator
-from .reverse import EpsFn, ReverseSchedule, Step, ddim_invert, predict, run, scalar_like
+from ..inverse.cg import data_consistency_solve
+from ..diffusion.process import carried_noise, cfg, tweedie
+from ..inverse.operators import Operator
+from ..diffusion.reverse import EpsFn, Step, ddim_invert, predict, run
+from ..diffusion.schedules import ReverseSchedule
+from .regions import region_weights
 
 GAMMA_PERIOD, GAMMA_T_MAX = 3, 170
 
@@ -59,15 +61,11 @@ def masked_closed_form(z_tgts: Sequence[Tensor], z_null: Tensor, z_y: Tensor, ma
     """Eq. 17 with one or several masks ``[K, 1, h, w]`` (eq. 15 inside mask i with z^(c_i)), or eq. 15
     everywhere when ``masks`` is None (a single prompt). Overlapping masks are normalized as in eq. 19:
     with w_i = M_i / max(1, sum_j M_j),  z-bar = z_out + a * sum_i w_i (z^(c_i) - z_out)."""
-    if masks is None:
-        if len(z_tgts) != 1:
-            raise ValueError(f"{len(z_tgts)} target prompts need one mask each, got no masks")
+    weights = region_weights(masks, len(z_tgts))
+    if weights is None:
         return closed_form(z_tgts[0], z_null, z_y, a)
-    if masks.shape[0] != len(z_tgts):
-        raise ValueError(f"got {masks.shape[0]} masks for {len(z_tgts)} target prompts")
     z_out = closed_form_outside(z_null, z_y, a)
-    weights = (masks / masks.sum(0, keepdim=True).clamp_min(1.0)).to(z_out)
-    return z_out + a * sum(w * (z - z_out) for w, z in zip(weights, z_tgts))
+    return z_out + a * sum(w * (z - z_out) for w, z in zip(weights.to(z_out), z_tgts))
 
 
 def stochastic_sigma(a_t: float, a_next: float) -> float:
@@ -75,11 +73,9 @@ def stochastic_sigma(a_t: float, a_next: float) -> float:
     return (a_t * (1.0 - a_next)) ** 0.5
 
 
-def carried_noise(eps: Tensor, a_next: float, sigma: float, noise: Optional[Tensor]) -> Tensor:
-    """eps~ = (sqrt(1 - abar_{t-1} - sigma^2) eps + sigma e) / sqrt(1 - abar_{t-1})  (Alg. 4; main eq. 5)."""
-    if noise is None or sigma == 0.0:
-        return eps
-    return ((1.0 - a_next - sigma**2) ** 0.5 * eps + sigma * noise.to(eps)) / (1.0 - a_next) ** 0.5
+def alg4_carried_noise(e_null: Tensor, a: float, a_next: float, noise: Optional[Tensor]) -> Tensor:
+    """Eq. 5 with Alg. 4's sigma; deterministic (sigma = 0, eps~ = eps(null)) when ``noise`` is None."""
+    return carried_noise(e_null, a_next, stochastic_sigma(a, a_next) if noise is not None else 0.0, noise)
 
 
 @dataclass
@@ -109,11 +105,11 @@ def closed_form_step(p: InverseProblem, z_t: Tensor, t: int, a: float, a_next: f
     """t in Gamma: CG data consistency (eq. 13) and the closed forms of eq. 15 / 17."""
     with torch.no_grad():
         e_null, *e_tgts = predict(p.eps_fn, z_t, t, [p.null, *p.targets])
-        z_null = tweedie(z_t, e_null, scalar_like(a, z_t))
-        z_tgts = [tweedie(z_t, cfg(e_null, e, p.guidance_scale), scalar_like(a, z_t)) for e in e_tgts]
+        z_null = tweedie(z_t, e_null, a)
+        z_tgts = [tweedie(z_t, cfg(e_null, e, p.guidance_scale), a) for e in e_tgts]
         x_y = data_consistency_solve(p.op, p.y, p.decode(z_null), p.lam, p.cg_iters)
         z_bar = masked_closed_form(z_tgts, z_null, p.encode(x_y), p.masks, a)
-    return Step(z_bar, carried_noise(e_null, a_next, stochastic_sigma(a, a_next), noise))
+    return Step(z_bar, alg4_carried_noise(e_null, a, a_next, noise))
 
 
 def dps_step(p: InverseProblem, z_t: Tensor, t: int, a: float, a_next: float, noise: Optional[Tensor]) -> Step:
@@ -121,12 +117,12 @@ def dps_step(p: InverseProblem, z_t: Tensor, t: int, a: float, a_next: float, no
     with torch.enable_grad():
         z = z_t.detach().requires_grad_(True)
         (e_null,) = predict(p.eps_fn, z, t, [p.null])
-        z_null = tweedie(z, e_null, scalar_like(a, z))
+        z_null = tweedie(z, e_null, a)
         residual = (p.op(p.decode(z_null)) - p.y).flatten(1).norm(dim=1).sum()
         (grad,) = torch.autograd.grad(residual, z)
     e_null = e_null.detach()
     z_bar = z_null.detach() - p.dps_scale * grad
-    return Step(z_bar, carried_noise(e_null, a_next, stochastic_sigma(a, a_next), noise))
+    return Step(z_bar, alg4_carried_noise(e_null, a, a_next, noise))
 
 
 def inverse_step(p: InverseProblem, schedule: ReverseSchedule, z_t: Tensor, i: int, noise: Optional[Tensor]) -> Step:
@@ -145,14 +141,19 @@ def initial_latent(p: InverseProblem, schedule: ReverseSchedule) -> Tensor:
         return ddim_invert(p.eps_fn, p.encode(x_init), schedule, p.null)
 
 
-def solve(p: InverseProblem, z_T: Tensor, schedule: ReverseSchedule, generator: Optional[torch.Generator] = None) -> Tensor:
-    """Alg. 4's reverse loop from ``z_T``; fresh noise from ``generator``, the last step deterministic."""
-    def step(z, i):
-        last = i == len(schedule) - 1
-        noise = None if last else torch.randn(z.shape, generator=generator, dtype=z.dtype).to(z.device)
-        return inverse_step(p, schedule, z, i, noise)
+def fresh_noise(seed: int, i: int, schedule: ReverseSchedule, like: Tensor) -> Optional[Tensor]:
+    """e ~ N(0, I) of Alg. 4's step ``i``, from a generator seeded by (seed, i): the one seeding rule of
+    :func:`solve`, the image system and ``scripts/table2_inpainting.py`` (a resumed run repeats it).
+    None at the last step, which is deterministic."""
+    if i == len(schedule) - 1:
+        return None
+    gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(i) + 1)
+    return torch.randn(like.shape, generator=gen).to(like)
 
-    return run(step, z_T, schedule)
+
+def solve(p: InverseProblem, z_T: Tensor, schedule: ReverseSchedule, seed: int = 0) -> Tensor:
+    """Alg. 4's reverse loop from ``z_T``; the fresh noise of step i is :func:`fresh_noise` (seed, i)."""
+    return run(lambda z, i: inverse_step(p, schedule, z, i, fresh_noise(seed, i, schedule, z)), z_T, schedule)
 
 
 def masked_psnr(pred: Tensor, target: Tensor, weight: Tensor) -> float:

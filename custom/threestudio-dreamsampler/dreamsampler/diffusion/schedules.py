@@ -14,6 +14,8 @@ share one timestep (the inner argmin of eq. 13 solved with more than one step).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -68,3 +70,55 @@ def gamma_schedule(kind: str, alpha_bar: Tensor, scale: float = 1.0) -> Tensor:
     if kind == "scaled_alpha":
         return float(scale) * alpha_bar
     raise ValueError(f"unknown gamma schedule {kind!r}; choose one of {GAMMA_SCHEDULES}")
+
+
+@dataclass
+class ReverseSchedule:
+    """The one schedule object: descending timesteps ``t_0 >= ... >= t_{N-1}``, the model's abar table and
+    the level after the last step (``final_alpha``; default abar_0, diffusers' ``set_alpha_to_one=False``).
+
+    ``strict`` demands strictly descending timesteps (a reverse sampler's DDIM timesteps); the
+    distillation schedules of :func:`decreasing_timesteps` may repeat a timestep.
+    """
+
+    alphas_cumprod: Tensor
+    timesteps: Tensor
+    final_alpha: Optional[float] = None
+    strict: bool = True
+
+    def __post_init__(self):
+        self.timesteps = torch.as_tensor(self.timesteps, dtype=torch.long).flatten().cpu()
+        self.alphas_cumprod = torch.as_tensor(self.alphas_cumprod).cpu()
+        if self.timesteps.numel() < 1:
+            raise ValueError("the reverse schedule needs at least one timestep (NFE >= 1)")
+        steps = self.timesteps[1:] - self.timesteps[:-1]
+        if (steps >= 0).any() if self.strict else (steps > 0).any():
+            raise ValueError(f"timesteps must be {'strictly descending' if self.strict else 'descending (non-increasing)'}")
+        if self.timesteps.min() < 0 or self.timesteps.max() >= self.alphas_cumprod.numel():
+            raise ValueError(
+                f"timesteps must lie in [0, {self.alphas_cumprod.numel() - 1}], "
+                f"got [{int(self.timesteps.min())}, {int(self.timesteps.max())}]"
+            )
+        if self.final_alpha is None:
+            self.final_alpha = float(self.alphas_cumprod[0])
+
+    @classmethod
+    def from_scheduler(cls, scheduler, nfe: int) -> "ReverseSchedule":
+        """The DDIM timesteps a diffusers ``DDIMScheduler`` uses for ``nfe`` steps (it is left set to them)."""
+        if int(nfe) < 1:
+            raise ValueError(f"the number of function evaluations (NFE) must be >= 1, got {nfe}")
+        scheduler.set_timesteps(int(nfe))
+        return cls(scheduler.alphas_cumprod, scheduler.timesteps.clone(), float(scheduler.final_alpha_cumprod))
+
+    def __len__(self) -> int:
+        return int(self.timesteps.numel())
+
+    def t(self, i: int) -> int:
+        return int(self.timesteps[i])
+
+    def alpha(self, i: int) -> float:
+        """abar at t_i; ``i = N`` is the level after the last step."""
+        return float(self.alphas_cumprod[self.timesteps[i]]) if i < len(self) else float(self.final_alpha)
+
+    def alpha_next(self, i: int) -> float:
+        return self.alpha(i + 1)

@@ -9,8 +9,7 @@ The source latent is DDIM-inverted with the null prompt and no CFG; then at ever
 with gamma_t = C * abar_t (supp. sec. 2.2, C in [0.1, 0.3]; 0.15 in the paper's tables). Eq. 19
 writes the sum over (mask, prompt) pairs covering the image; the background (outside every mask)
 is the pair (1 - sum_i M_i, null), whose guided prediction is eps(null) itself, hence the form above.
-Without masks there is one prompt and M = 1. Overlapping masks share their pixels: each M_i is
-divided by max(1, sum_j M_j) so the weights never exceed 1.
+Without masks there is one prompt and M = 1; overlapping masks are normalized by ``regions.region_weights``.
 """
 from __future__ import annotations
 
@@ -19,9 +18,10 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from .distill import tweedie
-from .reverse import EpsFn, ReverseSchedule, Step, ddim_invert, predict, run, scalar_like
-from .schedules import gamma_schedule
+from ..diffusion.process import tweedie
+from ..diffusion.reverse import EpsFn, Step, ddim_invert, predict, run
+from ..diffusion.schedules import ReverseSchedule, gamma_schedule
+from .regions import region_weights
 
 
 def localized_cfg(eps_null: Tensor, eps_targets: Sequence[Tensor], masks: Optional[Tensor], gamma: float) -> Tensor:
@@ -29,13 +29,9 @@ def localized_cfg(eps_null: Tensor, eps_targets: Sequence[Tensor], masks: Option
 
     ``masks``: ``[K, 1, h, w]`` (one per target, latent resolution) or None for a single global prompt.
     """
-    if masks is None:
-        if len(eps_targets) != 1:
-            raise ValueError(f"{len(eps_targets)} target prompts need one mask each, got no masks")
+    weights = region_weights(masks, len(eps_targets))
+    if weights is None:
         return eps_null + gamma * (eps_targets[0] - eps_null)
-    if masks.shape[0] != len(eps_targets):
-        raise ValueError(f"got {masks.shape[0]} masks for {len(eps_targets)} target prompts")
-    weights = masks / masks.sum(0, keepdim=True).clamp_min(1.0)
     delta = sum(w * (e - eps_null) for w, e in zip(weights.to(eps_null), eps_targets))
     return eps_null + gamma * delta
 
@@ -53,7 +49,7 @@ def edit_step(
     """One step of Alg. 3: z-bar from the (localized) guided prediction, the null prediction carried."""
     e_null, *e_targets = predict(eps_fn, z_t, t, [null, *targets])
     eps = localized_cfg(e_null, e_targets, masks, gamma)
-    return Step(tweedie(z_t, eps, scalar_like(alpha, z_t)), e_null)
+    return Step(tweedie(z_t, eps, alpha), e_null)
 
 
 def edit_gamma(schedule: ReverseSchedule, i: int, scale: float) -> float:

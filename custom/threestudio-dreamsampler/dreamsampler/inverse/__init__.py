@@ -1,0 +1,1 @@
+"""Inverse problems: degradation operators with exact adjoints, conjugate gradient, the data-consistency term."""

@@ -1,0 +1,1 @@
+"""Vector graphics: the differentiable Bezier rasterizer and SVG scenes (init, losses, read / write)."""
