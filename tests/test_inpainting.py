@@ -17,13 +17,13 @@ from dreamsampler.image.inpainting import (
     in_gamma_set,
     initial_latent,
     masked_closed_form,
-    masked_psnr,
     solve,
     stochastic_sigma,
 )
 from dreamsampler.diffusion.latent_model import LatentModel
 from dreamsampler.inverse.operators import build_operator
 from dreamsampler.diffusion.process import carried_noise
+from dreamsampler.metrics import masked_psnr
 from dreamsampler.diffusion.reverse import sample
 from dreamsampler.diffusion.schedules import ReverseSchedule
 from dreamsampler.testing.tiny_pipeline import SCHEDULER_CONFIG

@@ -92,11 +92,11 @@ def test_procedural_scene_round_trips_through_the_view_loader(tmp_path):
     clean = views.load_views(info["clean"], "transforms")
     ring = views.load_views(info["clean"], "ring", RingSpec(n_views=8))
     direct = procedural.render_views(cameras.ring_c2w(8, 30.0, 1.5), 24, math.radians(49.1))
-    assert clean.images.shape == (8, 24, 24, 3) and clean.n == 8
+    assert clean.images.shape == (8, 3, 24, 24) and clean.n == 8
     assert (clean.images - direct).abs().max() <= 0.5 / 255 + 1e-6  # 8-bit PNGs
     assert torch.allclose(clean.c2w, ring.c2w, atol=1e-6) and abs(clean.focal - ring.focal) < 1e-4
     # images look like the scene: white background, saturated faces
-    assert 0.2 < (clean.images.min(-1).values > 0.99).float().mean() < 0.9
+    assert 0.2 < (clean.images.min(1).values > 0.99).float().mean() < 0.9
     assert json.load(open(os.path.join(tmp_path, "scene.json")))["caption"] == procedural.CAPTION
 
 
@@ -150,7 +150,7 @@ def test_image_count_not_matching_the_ring(scene):
 
 
 def test_images_of_different_sizes_name_the_file(scene):
-    views.write_image(str(scene / "r_3.png"), torch.zeros(20, 16, 3))
+    views.write_image(str(scene / "r_3.png"), torch.zeros(3, 20, 16))
     with pytest.raises(ValueError, match=r"r_3\.png is 16x20 but .*r_0\.png is 16x16"):
         views.load_views(str(scene))
 
@@ -182,8 +182,9 @@ def test_rgba_images_are_composited_over_the_background(tmp_path):
     rgba[:2, ..., 3] = 255  # top half opaque red, bottom half transparent
     iio.imwrite(tmp_path / "a.png", rgba)
     img = views.read_image(str(tmp_path / "a.png"), background=(0.0, 0.0, 1.0))
-    assert torch.allclose(img[0, 0], torch.tensor([1.0, 0.0, 0.0]))
-    assert torch.allclose(img[3, 0], torch.tensor([0.0, 0.0, 1.0]))
+    assert img.shape == (3, 4, 4)
+    assert torch.allclose(img[:, 0, 0], torch.tensor([1.0, 0.0, 0.0]))
+    assert torch.allclose(img[:, 3, 0], torch.tensor([0.0, 0.0, 1.0]))
 
 
 # --------------------------------------------------------- eq. 18 and metrics
@@ -211,9 +212,9 @@ def test_metrics_against_closed_forms_and_skimage():
     pred = (gt + 0.1).clamp(0, 1)
     pred[:, :, :, 0] = gt[:, :, :, 0]
     mse = ((pred - gt) ** 2).flatten(1).mean(-1)
-    m = metrics.image_metrics(pred, gt)
+    m = metrics.image_metrics(pred.permute(0, 3, 1, 2), gt.permute(0, 3, 1, 2))  # the core's [B, 3, H, W]
     assert torch.allclose(m["psnr"], -10 * torch.log10(mse), atol=1e-4)
-    assert torch.allclose(metrics.ssim(gt, gt), torch.ones(2), atol=1e-5)
+    assert torch.allclose(metrics.ssim(gt.permute(0, 3, 1, 2), gt.permute(0, 3, 1, 2)), torch.ones(2), atol=1e-5)
     ref = structural_similarity(
         pred[0].numpy(), gt[0].numpy(), channel_axis=-1, data_range=1.0, gaussian_weights=True, sigma=1.5,
         use_sample_covariance=False,

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from dreamsampler import metrics
 from dreamsampler.vector.rasterizer import coverage_fragments, render
 from dreamsampler.vector.svg import VectorScene, init_scene, to_svg
 
@@ -45,7 +46,9 @@ def random_scene(num_paths, height, width, jitter, seed, radius=6.0, dtype=torch
 
 
 def psnr(a, b):
-    return 10 * math.log10(1.0 / float(((a - b) ** 2).mean()))
+    """PSNR (dB) of two images, whatever their layout (the core's metrics.psnr on one flattened image)."""
+    a, b = (torch.as_tensor(x, dtype=torch.float64).reshape(1, -1) for x in (a, b))
+    return float(metrics.psnr(a, b)[0])
 
 
 @pytest.mark.parametrize("name", ["points", "colors", "opacity", "background"])

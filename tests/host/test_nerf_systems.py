@@ -102,7 +102,7 @@ def test_degraded_config_trains_and_writes_metrics_images_video(scene, tiny_sd, 
     assert result["step"] == 4 and result["n_views"] == 4 and len(result["per_view"]) == 4
     assert all(math.isfinite(result[k][m]) for k in ("renders", "degraded_input") for m in ("psnr", "ssim"))
     # the baseline is the degraded input against the clean views, computed here independently
-    clean = views.load_views(scene["clean"]).images
+    clean = views.load_views(scene["clean"]).images  # [N, 3, H, W]
     degraded = views.load_views(scene["degraded"]).images
     assert abs(result["degraded_input"]["psnr"] - float(metrics.psnr(degraded, clean).mean())) < 1e-3
     assert (save / "it4-val" / "metrics.json").is_file()
@@ -133,7 +133,7 @@ def test_train_batches_render_at_the_operator_input_size_with_per_view_keys(ts, 
     dm = make_dm(ts, dataroot=scene["clean"], caption=CAPTION, ring_views=4, apply_operator=True,
                  operator={"type": "downsample", "factor": 2}, novel_view_start_step=5, novel_view_prob=0.5)
     v = dm.views
-    clean = views.load_views(scene["clean"]).images
+    clean = views.load_views(scene["clean"]).images.permute(0, 2, 3, 1)  # threestudio's [N, H, W, 3]
     assert torch.equal(v.gt, clean) and v.measurements.shape == (4, 8, 8, 3)  # y = A(clean), clean = ground truth
     assert (v.height, v.width) == (16, 16) and v.novel.shape == (4, 4, 4)
     y = build_operator({"type": "downsample", "factor": 2})(clean.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
@@ -158,7 +158,7 @@ def test_procedural_dataroot_measures_the_scene_here_and_keeps_its_clean_views(t
     blur_noise = {"type": "compose", "ops": [{"type": "blur", "kernel_size": 5, "sigma": 10.0}, {"type": "noise", "sigma": 0.05}]}
     dm = make_dm(ts, dataroot="procedural", procedural_size=16, ring_views=4, caption=CAPTION, operator=blur_noise, seed=3)
     v = dm.views
-    clean = procedural.scene_views(16, RingSpec(n_views=4)).images
+    clean = procedural.scene_views(16, RingSpec(n_views=4)).images.permute(0, 2, 3, 1)  # threestudio's layout
     assert torch.equal(v.gt, clean) and torch.allclose(v.c2w, cameras.ring_c2w(4, 30.0, 1.5))
     assert (v.height, v.width) == (16, 16) and v.measurements.shape == (4, 16, 16, 3)
     # y = A(clean) with the operator's noise drawn from data.seed: the same seed gives the same data

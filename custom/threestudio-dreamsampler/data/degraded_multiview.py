@@ -86,21 +86,21 @@ class DegradedViews:
         self.c2w = views.c2w
         self.gt: Optional[Tensor] = None
         if cfg.apply_operator or procedural:
-            self.gt = views.images
+            self.gt = bhwc(views.images)
             gen = torch.Generator().manual_seed(cfg.seed)
             with torch.no_grad():
-                y = self.operator.measure(bchw(views.images), generator=gen)
+                y = self.operator.measure(views.images, generator=gen)
             self.measurements = bhwc(y).clamp(0, 1)
             self.height, self.width = views.height, views.width
             self.focal = views.focal
         else:
-            self.measurements = views.images
+            self.measurements = bhwc(views.images)
             self.height, self.width = self.operator.input_size(views.height, views.width)
             self.focal = views.focal * self.width / views.width
         if cfg.gt_root:
             gt = load_views(cfg.gt_root, cfg.cameras, ring, cfg.background_color)
             check_ground_truth(views, gt, (self.height, self.width))
-            self.gt = gt.images
+            self.gt = bhwc(gt.images)
         self.n_data = self.c2w.shape[0]
         self.novel = novel_c2w(self.c2w, cfg.novel_views_per_pair)
         self.fovy = 2 * math.atan(0.5 * self.height / self.focal)

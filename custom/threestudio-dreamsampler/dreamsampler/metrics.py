@@ -1,5 +1,5 @@
 """Image-quality metrics of renders against clean views: PSNR, SSIM (kornia) and, when its weights
-are on this machine, LPIPS (torchmetrics' AlexNet variant). Images are ``[B, H, W, 3]`` in [0, 1].
+are on this machine, LPIPS (torchmetrics' AlexNet variant). Images are ``[B, 3, H, W]`` in [0, 1].
 
     PSNR = 10 log10(1 / MSE)                     (per image, then averaged)
     SSIM: Gaussian window 11, sigma 1.5, C1 = 0.01^2, C2 = 0.03^2 (Wang et al. 2004)
@@ -11,28 +11,40 @@ import os
 from typing import Callable, Dict, Optional
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
-
-from .image_io import bchw
 
 log = logging.getLogger(__name__)
 
 
-def _bchw(x: Tensor) -> Tensor:
-    return bchw(x).float().clamp(0, 1)
+Image = Float[Tensor, "B 3 H W"]
 
 
-def psnr(pred: Tensor, gt: Tensor) -> Tensor:
-    """Per-image PSNR in dB, ``[B]``."""
-    mse = ((pred.float() - gt.float()) ** 2).flatten(1).mean(-1)
+def _unit(x: Tensor) -> Tensor:
+    return x.float().clamp(0, 1)
+
+
+def _db(mse: Tensor) -> Tensor:
     return -10.0 * torch.log10(mse.clamp_min(1e-12))
 
 
-def ssim(pred: Tensor, gt: Tensor) -> Tensor:
+def psnr(pred: Image, gt: Image) -> Float[Tensor, "B"]:
+    """Per-image PSNR in dB, ``[B]``."""
+    return _db(((pred.float() - gt.float()) ** 2).flatten(1).mean(-1))
+
+
+def masked_psnr(pred: Image, target: Image, weight: Float[Tensor, "B 1 H W"]) -> float:
+    """PSNR (dB) over the pixels where ``weight`` is 1 (e.g. the observed region of an inpainting
+    measurement), all images of the batch together."""
+    w = weight.to(pred).expand_as(pred)
+    return float(_db((((pred - target) ** 2) * w).sum() / w.sum().clamp_min(1)))
+
+
+def ssim(pred: Image, gt: Image) -> Float[Tensor, "B"]:
     """Per-image SSIM, ``[B]`` (kornia's, window 11)."""
     import kornia
 
-    return kornia.metrics.ssim(_bchw(pred), _bchw(gt), window_size=11).flatten(1).mean(-1)
+    return kornia.metrics.ssim(_unit(pred), _unit(gt), window_size=11).flatten(1).mean(-1)
 
 
 def lpips_weights_available() -> bool:
@@ -55,12 +67,12 @@ def load_lpips(device=None) -> Optional[Callable[[Tensor, Tensor], Tensor]]:
         net = net.to(device)
 
     def lpips(pred: Tensor, gt: Tensor) -> Tensor:
-        return net(_bchw(pred) * 2 - 1, _bchw(gt) * 2 - 1).flatten()
+        return net(_unit(pred) * 2 - 1, _unit(gt) * 2 - 1).flatten()
 
     return lpips
 
 
-def image_metrics(pred: Tensor, gt: Tensor, lpips: Optional[Callable] = None) -> Dict[str, Tensor]:
+def image_metrics(pred: Image, gt: Image, lpips: Optional[Callable] = None) -> Dict[str, Tensor]:
     """``{"psnr", "ssim"[, "lpips"]}``, each per image ``[B]``."""
     if pred.shape != gt.shape:
         raise ValueError(f"metrics need images of the same shape, got {tuple(pred.shape)} and {tuple(gt.shape)}")

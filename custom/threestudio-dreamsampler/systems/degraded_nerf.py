@@ -89,7 +89,7 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
         if warmup:
             loss = self.C(self.cfg.loss.lambda_dc) * loss_dc
             if self._use_lpips_loss:
-                loss_lpips = self._lpips()(bhwc(self.operator(bchw(rgb))), batch["measurement"]).mean()
+                loss_lpips = self._lpips()(self.operator(bchw(rgb)), bchw(batch["measurement"])).mean()
                 self.log("train/loss_lpips", loss_lpips)
                 loss = loss + self.C(self.cfg.loss.lambda_lpips) * loss_lpips
         else:
@@ -147,7 +147,7 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
                 F.interpolate(bchw(y), gt.shape[1:3], mode="bicubic", align_corners=False).clamp(0, 1)
             )
             for prefix, img in (("render", rgb), ("input", y_up)):
-                for k, v in image_metrics(img.clamp(0, 1), gt, lpips).items():
+                for k, v in image_metrics(bchw(img.clamp(0, 1)), bchw(gt), lpips).items():
                     row[f"{prefix}_{k}"] = float(v[0])
         self._eval_rows.append(row)
         self.save_image_grid(

@@ -15,9 +15,10 @@ from torch import Tensor
 
 from dreamsampler.diffusion.reverse import Step, ddim_invert, guided_step
 from dreamsampler.image.editing import edit_gamma, edit_step
-from dreamsampler.image.inpainting import InverseProblem, fresh_noise, initial_latent, inverse_step, masked_psnr
+from dreamsampler.image.inpainting import InverseProblem, fresh_noise, initial_latent, inverse_step
 from dreamsampler.image_io import read_image
 from dreamsampler.inverse.operators import AdditiveNoise, Compose, Mask, build_operator
+from dreamsampler.metrics import masked_psnr
 
 
 class ImageTask:

@@ -204,10 +204,10 @@ class DreamSamplerSVG(GuidanceStateMixin, BaseSystem):
             metrics = {
                 "step": self.true_global_step,
                 "measurement": self.cfg.measurement or f"A({self.cfg.target})",
-                "psnr_measurement": float(psnr(bhwc(self.operator(rgb)).clamp(0, 1), bhwc(self.measurement))[0]),
+                "psnr_measurement": float(psnr(self.operator(rgb).clamp(0, 1), self.measurement)[0]),
             }
             if self.clean is not None:
-                metrics["psnr_target"] = float(psnr(bhwc(rgb), bhwc(self.clean))[0])
+                metrics["psnr_target"] = float(psnr(rgb, self.clean)[0])
             self.save_json("metrics.json", metrics)
             threestudio.info(f"SVG restoration: {metrics}")
         self._save_progress()

@@ -154,11 +154,3 @@ def fresh_noise(seed: int, i: int, schedule: ReverseSchedule, like: Tensor) -> O
 def solve(p: InverseProblem, z_T: Tensor, schedule: ReverseSchedule, seed: int = 0) -> Tensor:
     """Alg. 4's reverse loop from ``z_T``; the fresh noise of step i is :func:`fresh_noise` (seed, i)."""
     return run(lambda z, i: inverse_step(p, schedule, z, i, fresh_noise(seed, i, schedule, z)), z_T, schedule)
-
-
-def masked_psnr(pred: Tensor, target: Tensor, weight: Tensor) -> float:
-    """PSNR (dB) of images in [0, 1] over the pixels where ``weight`` ([.., 1, H, W]) is 1, e.g. the
-    observed region of an inpainting measurement."""
-    w = weight.to(pred).expand_as(pred)
-    mse = (((pred - target) ** 2) * w).sum() / w.sum().clamp_min(1)
-    return float(-10.0 * torch.log10(mse.clamp_min(1e-12)))

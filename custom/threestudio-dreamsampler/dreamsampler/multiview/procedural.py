@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..image_io import bchw, bhwc
+from ..image_io import bchw
 from .cameras import focal_from_fov, rays, ring_c2w
 from .views import RingSpec, Views, write_views
 
@@ -65,12 +65,12 @@ def render_box(
 
 
 def render_views(c2w: Tensor, size: int, fov_rad: float, supersample: int = 4, **box) -> Tensor:
-    """Clean ``[N, size, size, 3]`` renders of the box from cameras ``c2w``, area-averaged per pixel."""
+    """Clean ``[N, 3, size, size]`` renders of the box from cameras ``c2w``, area-averaged per pixel."""
     s = int(supersample)
     big = size * s
     o, d = rays(c2w, big, big, focal_from_fov(fov_rad, big))
     img = render_box(o, d, **box)
-    return bhwc(F.avg_pool2d(bchw(img), s)).contiguous()
+    return F.avg_pool2d(bchw(img), s).contiguous()
 
 
 def scene_views(size: int = 64, ring: Optional[RingSpec] = None, supersample: int = 4) -> Views:
@@ -99,7 +99,7 @@ def make_scene(
     clean, c2w, fov = views.images, views.c2w, math.radians(ring.fovy_deg)
     A = build_operator(operator)
     with torch.no_grad():  # the generator drives the noise of a noisy operator
-        y = bhwc(A.measure(bchw(clean), torch.Generator().manual_seed(seed)))
+        y = A.measure(clean, torch.Generator().manual_seed(seed))
     clean_dir, deg_dir = os.path.join(out_dir, "clean"), os.path.join(out_dir, "degraded")
     write_views(clean_dir, clean, c2w, fov)
     write_views(deg_dir, y, c2w, fov)

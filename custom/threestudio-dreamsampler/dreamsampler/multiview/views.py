@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..image_io import to_uint8
 from .cameras import focal_from_fov, ring_c2w
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -29,7 +30,7 @@ CAMERA_SOURCES = ("auto", "transforms", "ring")
 
 @dataclass
 class Views:
-    """N views of one scene: ``images`` [N, H, W, 3] in [0, 1], ``c2w`` [N, 4, 4], ``focal`` in pixels."""
+    """N views of one scene: ``images`` [N, 3, H, W] in [0, 1], ``c2w`` [N, 4, 4], ``focal`` in pixels."""
 
     images: Tensor
     c2w: Tensor
@@ -42,11 +43,11 @@ class Views:
 
     @property
     def height(self) -> int:
-        return int(self.images.shape[1])
+        return int(self.images.shape[2])
 
     @property
     def width(self) -> int:
-        return int(self.images.shape[2])
+        return int(self.images.shape[3])
 
 
 @dataclass
@@ -61,7 +62,7 @@ class RingSpec:
 
 
 def read_image(path: str, background: Sequence[float] = (1.0, 1.0, 1.0)) -> Tensor:
-    """An RGB(A) image file as ``[H, W, 3]`` float in [0, 1] (alpha composited over ``background``)."""
+    """An RGB(A) image file as ``[3, H, W]`` float in [0, 1] (alpha composited over ``background``, 8 or 16 bits)."""
     import imageio.v3 as iio
 
     if not os.path.isfile(path):
@@ -77,16 +78,15 @@ def read_image(path: str, background: Sequence[float] = (1.0, 1.0, 1.0)) -> Tens
     if img.shape[-1] == 4:
         a = img[..., 3:]
         img = img[..., :3] * a + torch.as_tensor(background, dtype=img.dtype) * (1 - a)
-    return img[..., :3].contiguous()
+    return img[..., :3].permute(2, 0, 1).contiguous()
 
 
 def write_image(path: str, img: Tensor) -> None:
-    """Save ``[H, W, 3]`` in [0, 1] as an 8-bit PNG."""
+    """Save ``[3, H, W]`` in [0, 1] as an 8-bit PNG."""
     import imageio.v3 as iio
 
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    arr = (img.detach().clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
-    iio.imwrite(path, arr)
+    iio.imwrite(path, to_uint8(img))
 
 
 def _natural_key(name: str):
@@ -100,11 +100,11 @@ def list_images(root: str) -> List[str]:
 
 
 def _stack_same_size(images: List[Tensor], files: List[str]) -> Tensor:
-    h, w = images[0].shape[:2]
+    h, w = images[0].shape[-2:]
     for img, f in zip(images, files):
-        if img.shape[:2] != (h, w):
+        if img.shape[-2:] != (h, w):
             raise ValueError(
-                f"images must all have the same size: {f} is {img.shape[1]}x{img.shape[0]} "
+                f"images must all have the same size: {f} is {img.shape[-1]}x{img.shape[-2]} "
                 f"but {files[0]} is {w}x{h}"
             )
     return torch.stack(images)
@@ -145,7 +145,7 @@ def load_transforms(root: str, background=(1.0, 1.0, 1.0)) -> Views:
     files = [_frame_path(root, fr, k, tf) for k, fr in enumerate(meta["frames"])]
     poses = torch.stack([_frame_pose(fr, k, tf) for k, fr in enumerate(meta["frames"])])
     images = _stack_same_size([read_image(p, background) for p in files], files)
-    focal = focal_from_fov(float(meta["camera_angle_x"]), images.shape[2])
+    focal = focal_from_fov(float(meta["camera_angle_x"]), images.shape[-1])
     return Views(images, poses, focal, files)
 
 
@@ -161,7 +161,7 @@ def load_ring(root: str, ring: RingSpec, background=(1.0, 1.0, 1.0)) -> Views:
         )
     images = _stack_same_size([read_image(p, background) for p in files], files)
     c2w = ring_c2w(ring.n_views, ring.elevation_deg, ring.distance, ring.azimuth0_deg)
-    return Views(images, c2w, focal_from_fov(np.deg2rad(ring.fovy_deg), images.shape[1]), files)
+    return Views(images, c2w, focal_from_fov(np.deg2rad(ring.fovy_deg), images.shape[-2]), files)
 
 
 def load_views(root: str, cameras: str = "auto", ring: Optional[RingSpec] = None, background=(1.0, 1.0, 1.0)) -> Views:
@@ -196,7 +196,7 @@ def check_ground_truth(views: Views, gt: Views, size) -> None:
 
 
 def write_views(root: str, images: Tensor, c2w: Tensor, camera_angle_x: float, prefix: str = "r_") -> List[str]:
-    """Write ``images`` [N, H, W, 3] as PNGs plus a NeRF-synthetic ``transforms.json`` under ``root``."""
+    """Write ``images`` [N, 3, H, W] as PNGs plus a NeRF-synthetic ``transforms.json`` under ``root``."""
     os.makedirs(root, exist_ok=True)
     frames, files = [], []
     for k in range(images.shape[0]):
