@@ -36,7 +36,6 @@ import torch
 from diffusers import DDIMScheduler
 from torch import Tensor, nn
 
-
 from dreamsampler import DreamSampler, decreasing_timesteps, distill
 from dreamsampler.diffusion.process import forward_noise
 from dreamsampler.distill import lmc

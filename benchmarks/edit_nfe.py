@@ -18,11 +18,10 @@ from pathlib import Path
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler, StableDiffusionPipeline
 
-
-from dreamsampler.image.editing import edit
-from dreamsampler.image_io import read_image, square_resize
 from dreamsampler.diffusion.latent_model import LatentModel
 from dreamsampler.diffusion.schedules import ReverseSchedule
+from dreamsampler.image.editing import edit
+from dreamsampler.image_io import read_image, square_resize
 from dreamsampler.testing.tiny_pipeline import build_tiny_pipeline, default_location
 
 

@@ -25,8 +25,8 @@ import time
 import psutil
 import torch
 
-from dreamsampler_launcher import run_threestudio
 from dreamsampler.testing.tiny_pipeline import build_tiny_pipeline, default_location
+from dreamsampler_launcher import run_threestudio
 
 VARIANTS = [  # (label, guidance type, extra config)
     ("stable-diffusion-guidance (threestudio)", "stable-diffusion-guidance", {}),

@@ -33,8 +33,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 from dreamsampler.multiview.procedural import make_scene
-from dreamsampler.testing.tiny_pipeline import build_tiny_pipeline, default_location
 from dreamsampler.multiview.views import RingSpec
+from dreamsampler.testing.tiny_pipeline import build_tiny_pipeline, default_location
 
 
 def run(name: str, out: Path, overrides: list, log: Path) -> Path:

@@ -31,13 +31,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-
-from dreamsampler.image_io import latent_mask, read_image, rect_mask, square_resize, to_uint8
-from dreamsampler.image.inpainting import InverseProblem, initial_latent, solve
-from dreamsampler.metrics import masked_psnr
 from dreamsampler.diffusion.latent_model import LatentModel
-from dreamsampler.inverse.operators import AdditiveNoise, Compose, Mask
 from dreamsampler.diffusion.schedules import ReverseSchedule
+from dreamsampler.image.inpainting import InverseProblem, initial_latent, solve
+from dreamsampler.image_io import latent_mask, read_image, rect_mask, square_resize, to_uint8
+from dreamsampler.inverse.operators import AdditiveNoise, Compose, Mask
+from dreamsampler.metrics import masked_psnr
 
 TASKS = {
     "glasses": ("a photography of face wearing glasses", "eye"),

@@ -23,7 +23,6 @@ from typing import Iterator, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-
 from dreamsampler.distill.lmc import CorrectiveUNet, save_corrective, train_corrective
 
 SKIMAGE_SAMPLES = ("astronaut", "chelsea", "coffee", "rocket")

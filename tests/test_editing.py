@@ -3,11 +3,11 @@ import pytest
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler, StableDiffusionPipeline
 
-from dreamsampler.image.editing import edit, localized_cfg
-from dreamsampler.image_io import latent_mask, read_image, rect_mask, square_resize
 from dreamsampler.diffusion.latent_model import LatentModel
 from dreamsampler.diffusion.reverse import ddim_invert, sample
 from dreamsampler.diffusion.schedules import ReverseSchedule
+from dreamsampler.image.editing import edit, localized_cfg
+from dreamsampler.image_io import latent_mask, read_image, rect_mask, square_resize
 from dreamsampler.testing.tiny_pipeline import SCHEDULER_CONFIG
 
 

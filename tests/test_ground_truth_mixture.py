@@ -16,8 +16,7 @@ SDS, 1000 steps, lr .05, t<=980 1.142          4             0.87 (not converged
 import torch
 from diffusers import DDIMScheduler
 
-from dreamsampler import DreamSampler, decreasing_timesteps
-from dreamsampler import distill
+from dreamsampler import DreamSampler, decreasing_timesteps, distill
 from dreamsampler.testing.gaussian_mixture import GaussianMixture, sliced_wasserstein
 from dreamsampler.testing.tiny_pipeline import SCHEDULER_CONFIG
 

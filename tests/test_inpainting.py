@@ -6,8 +6,10 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-from dreamsampler.inverse.cg import conjugate_gradient, data_consistency_solve
-from dreamsampler.image_io import latent_mask, read_image, rect_mask, square_resize
+from dreamsampler.diffusion.latent_model import LatentModel
+from dreamsampler.diffusion.process import carried_noise
+from dreamsampler.diffusion.reverse import sample
+from dreamsampler.diffusion.schedules import ReverseSchedule
 from dreamsampler.image.inpainting import (
     InverseProblem,
     alg4_carried_noise,
@@ -20,12 +22,10 @@ from dreamsampler.image.inpainting import (
     solve,
     stochastic_sigma,
 )
-from dreamsampler.diffusion.latent_model import LatentModel
+from dreamsampler.image_io import latent_mask, read_image, rect_mask, square_resize
+from dreamsampler.inverse.cg import conjugate_gradient, data_consistency_solve
 from dreamsampler.inverse.operators import build_operator
-from dreamsampler.diffusion.process import carried_noise
 from dreamsampler.metrics import masked_psnr
-from dreamsampler.diffusion.reverse import sample
-from dreamsampler.diffusion.schedules import ReverseSchedule
 from dreamsampler.testing.tiny_pipeline import SCHEDULER_CONFIG
 
 

@@ -144,8 +144,8 @@ def test_trainer_lowers_its_loss_on_a_fixed_batch(tiny_sd):
 
 
 def test_train_script_end_to_end_and_checkpoint_metadata(tiny_sd, tmp_path):
-    from PIL import Image
     import skimage.data
+    from PIL import Image
 
     folder = tmp_path / "photos"
     folder.mkdir()

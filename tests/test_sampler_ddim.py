@@ -3,8 +3,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from dreamsampler import DreamSampler, decreasing_timesteps, index_for_step
-from dreamsampler import distill
+from dreamsampler import DreamSampler, decreasing_timesteps, distill, index_for_step
 from dreamsampler.diffusion import process
 from dreamsampler.testing.tiny_pipeline import SCHEDULER_CONFIG
 

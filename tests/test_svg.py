@@ -5,7 +5,16 @@ import xml.etree.ElementTree as ET
 import pytest
 import torch
 
-from dreamsampler.vector.svg import ICON_SUFFIX, VectorScene, init_scene, load_image, point_lr, save_svg, shapes_scene, xing_loss
+from dreamsampler.vector.svg import (
+    ICON_SUFFIX,
+    VectorScene,
+    init_scene,
+    load_image,
+    point_lr,
+    save_svg,
+    shapes_scene,
+    xing_loss,
+)
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 

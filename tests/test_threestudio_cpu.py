@@ -6,7 +6,11 @@ import pytest
 import torch
 
 from dreamsampler_launcher.threestudio_cpu import nerfacc_cpu
-from dreamsampler_launcher.threestudio_cpu.tcnn_encodings import FrequencyEncoding, GridEncoding, SphericalHarmonicsEncoding
+from dreamsampler_launcher.threestudio_cpu.tcnn_encodings import (
+    FrequencyEncoding,
+    GridEncoding,
+    SphericalHarmonicsEncoding,
+)
 from dreamsampler_launcher.threestudio_cpu.tinycudann import Encoding, Network, NetworkWithInputEncoding
 
 nerfacc = pytest.importorskip("nerfacc")

@@ -249,3 +249,21 @@ def test_lmc_needs_a_checkpoint_and_runs_with_one(ts, tiny_sd, prompt_utils, tmp
     h.load_state_dict(state)
     shape = (1, 4, 64, 64)
     assert torch.equal(h.fixed_noise(shape), g.fixed_noise(shape))
+
+
+@pytest.mark.parametrize("sample_size,native", [(64, 512), (8, 64)])
+def test_renders_are_encoded_at_the_models_native_resolution(ts, tiny_sd, prompt_utils, tmp_path, sample_size, native):
+    """The tiny pipeline (UNet latents 64, SD 1.5's shape) encodes at 512; a model whose UNet latents are
+    8 (a 64 px model, like the miniature world model) encodes a 64x64 render as it is, without resizing."""
+    from dreamsampler.testing.tiny_pipeline import build_tiny_pipeline
+
+    model = tiny_sd if sample_size == 64 else build_tiny_pipeline(tmp_path / "tiny-64", sample_size=sample_size)
+    g = make_guidance(ts, model, pixel_loss=True, return_target=True)
+    assert g.resolution == native
+    seen = []
+    encode = g.encode_images
+    g.encode_images = lambda imgs: seen.append(tuple(imgs.shape[-2:])) or encode(imgs)
+    g.update_step(0, 0)
+    out = g(torch.rand(1, 64, 64, 3), prompt_utils, **cams(1))
+    assert seen == [(native, native)]
+    assert out["target_rgb"].shape == (1, native, native, 3) and torch.isfinite(out["loss_pixel"])

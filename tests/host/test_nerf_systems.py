@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from dreamsampler import metrics
-from dreamsampler.multiview import cameras, procedural, views
 from dreamsampler.inverse.operators import build_operator
+from dreamsampler.multiview import cameras, procedural, views
 from dreamsampler.multiview.views import RingSpec
 
 from .runner import REPO, RUN, assert_finite_losses, assert_sane_image, run_config

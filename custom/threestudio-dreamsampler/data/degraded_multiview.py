@@ -20,17 +20,16 @@ import math
 from dataclasses import dataclass, field
 
 import pytorch_lightning as pl
-import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
-
 import threestudio
+import torch
 from threestudio.utils.config import parse_structured
 from threestudio.utils.ops import get_mvp_matrix, get_projection_matrix
 from threestudio.utils.typing import *
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from dreamsampler.multiview.cameras import look_at, novel_c2w, orbit_positions, rays, spherical
 from dreamsampler.image_io import bchw, bhwc
 from dreamsampler.inverse.operators import build_operator
+from dreamsampler.multiview.cameras import look_at, novel_c2w, orbit_positions, rays, spherical
 from dreamsampler.multiview.procedural import scene_views
 from dreamsampler.multiview.views import RingSpec, check_ground_truth, load_views
 

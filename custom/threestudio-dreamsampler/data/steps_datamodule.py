@@ -4,12 +4,11 @@ Trainer drives the loop, the progress bar, validation and checkpoints as for any
 from dataclasses import dataclass
 
 import pytorch_lightning as pl
-import torch
-from torch.utils.data import DataLoader, Dataset
-
 import threestudio
+import torch
 from threestudio.utils.config import parse_structured
 from threestudio.utils.typing import *
+from torch.utils.data import DataLoader, Dataset
 
 
 class _Steps(Dataset):

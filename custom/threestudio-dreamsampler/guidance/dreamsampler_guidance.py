@@ -15,10 +15,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import threestudio
 import torch
 import torch.nn.functional as F
-
-import threestudio
 from threestudio.utils.base import BaseObject
 from threestudio.utils.misc import C, cleanup
 from threestudio.utils.typing import *
@@ -26,10 +25,12 @@ from threestudio.utils.typing import *
 from dreamsampler import distill
 from dreamsampler.diffusion import DreamSampler, decreasing_timesteps, index_for_step
 from dreamsampler.diffusion.process import cfg, forward_noise, perp_neg_cfg, tweedie
+from dreamsampler.diffusion.latent_model import native_resolution
 from dreamsampler.diffusion.schedules import TIMESTEP_SCHEDULES
 from dreamsampler.distill.lmc import FixedNoise, load_corrective
 from dreamsampler.distill.modes import ARTIFACT_DESCRIPTORS, MODES, source_prompt
 from dreamsampler.image_io import bchw, bhwc
+
 from .sd_model import load_sd_components
 
 
@@ -96,6 +97,8 @@ class DreamSamplerGuidance(BaseObject):
             sequential_cpu_offload=self.cfg.enable_sequential_cpu_offload,
         )
         cleanup()
+        # renders are resized to the model's native resolution (512 for SD 1.5 / 2.1-base, 768 for 2.1)
+        self.resolution = native_resolution(self.unet.config, self.vae.config)
         self.scheduler = scheduler
         self.num_train_timesteps = scheduler.config.num_train_timesteps
         self.alphas: Float[Tensor, "T"] = scheduler.alphas_cumprod.to(self.device)
@@ -226,11 +229,12 @@ class DreamSamplerGuidance(BaseObject):
             raise ValueError("guidance.pixel_loss needs RGB renders; it cannot be used with rgb_as_latents")
         batch_size = rgb.shape[0]
         rgb_BCHW = bchw(rgb)
-        rgb_512 = F.interpolate(rgb_BCHW, (512, 512), mode="bilinear", align_corners=False)
+        rgb_native = self._native(rgb_BCHW)
         if rgb_as_latents:
-            latents = F.interpolate(rgb_BCHW, (64, 64), mode="bilinear", align_corners=False)
+            h = self.unet.config.sample_size
+            latents = F.interpolate(rgb_BCHW, (h, h), mode="bilinear", align_corners=False)
         else:
-            latents = self.encode_images(rgb_512)
+            latents = self.encode_images(rgb_native)
 
         keys = kwargs.get("index") if self.cfg.per_view_noise else None
         if isinstance(keys, Tensor) and keys.dim() == 0:
@@ -269,12 +273,17 @@ class DreamSamplerGuidance(BaseObject):
             with torch.no_grad():
                 target = self.decode_latents(z0_hat)
             if self.cfg.pixel_loss:
-                out["loss_pixel"] = distill.pixel_loss(rgb_512, target)
+                out["loss_pixel"] = distill.pixel_loss(rgb_native, target)
             if self.cfg.return_target or guidance_eval:
                 out["target_rgb"] = bhwc(target)
         if guidance_eval:
             out["eval"] = self._guidance_eval(z_t, z0_hat, t, elevation, azimuth, camera_distances)
         return out
+
+    def _native(self, img: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B 3 R R"]:
+        """``img`` resized to the model's native resolution (as threestudio's guidance does for 512)."""
+        r = self.resolution
+        return img if img.shape[-2:] == (r, r) else F.interpolate(img, (r, r), mode="bilinear", align_corners=False)
 
     def _alpha(self, t, like):
         return self.alphas[t].view(-1, 1, 1, 1).to(like)
@@ -307,8 +316,7 @@ class DreamSamplerGuidance(BaseObject):
         # dds: the source image noised with the same t and noise
         if batch.get("source_rgb") is None:
             raise ValueError("guidance.mode=dds needs the source image: pass source_rgb [B, H, W, 3] in the batch")
-        src_512 = F.interpolate(bchw(batch["source_rgb"]), (512, 512), mode="bilinear", align_corners=False)
-        z_src_t = forward_noise(self.encode_images(src_512), eps_tilde, a)
+        z_src_t = forward_noise(self.encode_images(self._native(bchw(batch["source_rgb"]))), eps_tilde, a)
         return distill.dds_distillation(self.forward_unet, z_t, z_src_t, t, tgt, src, scale, w)
 
     def _non_finite(self, latents, t):

@@ -18,18 +18,18 @@ The math (A, the eq. 18 weights, the data term, metrics) is in ``dreamsampler/``
 import os
 from dataclasses import dataclass, field
 
-import torch.nn.functional as F
-
 import threestudio
+import torch.nn.functional as F
 from threestudio.systems.base import BaseLift3DSystem
 from threestudio.utils.ops import binary_cross_entropy, dot
 from threestudio.utils.typing import *
 
-from dreamsampler.inverse.data_consistency import data_consistency, eq18_weights
-from dreamsampler.metrics import image_metrics, load_lpips
-from dreamsampler.image_io import bchw, bhwc
-from dreamsampler.inverse.operators import build_operator
 from dreamsampler.diffusion.schedules import gamma_schedule
+from dreamsampler.image_io import bchw, bhwc
+from dreamsampler.inverse.data_consistency import data_consistency, eq18_weights
+from dreamsampler.inverse.operators import build_operator
+from dreamsampler.metrics import image_metrics, load_lpips
+
 from .text_to_nerf import DreamSamplerNeRF
 
 

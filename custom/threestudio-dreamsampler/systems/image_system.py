@@ -25,19 +25,19 @@ final latents, result image as floats) and ``metrics.json``.
 from dataclasses import dataclass, field
 
 import numpy as np
+import threestudio
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-import threestudio
 from threestudio.systems.base import BaseSystem
 from threestudio.utils.misc import get_device
 from threestudio.utils.typing import *
+from torch import nn
 
 from dreamsampler.diffusion.latent_model import LatentModel, load_text_encoder
 from dreamsampler.diffusion.process import forward_noise
 from dreamsampler.diffusion.schedules import ReverseSchedule
 from dreamsampler.image_io import latent_mask, read_image, read_mask, rect_mask, square_resize, to_uint8
+
 from ..guidance.sd_model import load_sd_components
 from .image_tasks import TASKS
 
@@ -58,7 +58,7 @@ class DreamSamplerImage(BaseSystem):
         half_precision_weights: bool = True  # fp16 UNet / VAE / text encoder on CUDA
         seed: int = 0  # set to ${seed}
         nfe: int = 200  # reverse steps = trainer.max_steps (and the inversion's steps)
-        image_size: int = 512
+        image_size: Optional[int] = None  # None: the model's native resolution (512 for SD 1.5)
         image: str = "skimage:chelsea"  # source (edit, inpaint) or clean image (restore): file | skimage:<name>
         measurement: Optional[str] = None  # restore: an image file holding y instead of A(image)
         prompt: str = ""  # text-to-image prompt; edit target without regions; restore caption
@@ -93,6 +93,9 @@ class DreamSamplerImage(BaseSystem):
         tokenizer, text_encoder = load_text_encoder(cfg.pretrained_model_name_or_path, dtype, device, field_name)
         self.model = LatentModel(vae, unet, tokenizer, text_encoder)
         f = self.model.latent_factor
+        if cfg.image_size is None:
+            cfg.image_size = self.model.resolution
+            threestudio.info(f"system.image_size: the model's native resolution, {cfg.image_size}")
         if cfg.image_size % f:
             raise ValueError(f"system.image_size={cfg.image_size} must be a multiple of the VAE factor {f}")
         self.schedule = ReverseSchedule.from_scheduler(scheduler, cfg.nfe)

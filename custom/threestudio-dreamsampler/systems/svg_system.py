@@ -28,22 +28,23 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
+import threestudio
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-import threestudio
 from threestudio.systems.base import BaseSystem
 from threestudio.utils.typing import *
+from torch import nn
 
+from dreamsampler.diffusion.latent_model import model_resolution
+from dreamsampler.diffusion.schedules import gamma_schedule
 from dreamsampler.image_io import bchw, bhwc, to_uint8
 from dreamsampler.inverse.data_consistency import data_consistency, eq18_weights
-from dreamsampler.metrics import psnr
 from dreamsampler.inverse.operators import build_operator
+from dreamsampler.metrics import psnr
 from dreamsampler.vector.rasterizer import render
-from dreamsampler.diffusion.schedules import gamma_schedule
-from .guidance_state import GuidanceStateMixin
 from dreamsampler.vector.svg import ICON_SUFFIX, VectorScene, init_scene, load_image, point_lr, save_svg, xing_loss
+
+from .guidance_state import GuidanceStateMixin
 
 STRIP_FRAMES = 8
 STRIP_HEIGHT = 128  # pixels per strip frame (nearest-neighbour subsampling)
@@ -55,7 +56,7 @@ class DreamSamplerSVG(GuidanceStateMixin, BaseSystem):
     class Config(BaseSystem.Config):
         seed: int = 0  # set to ${seed}
         # psi: paths and background
-        canvas_size: int = 512
+        canvas_size: Optional[int] = None  # None: the guidance model's native resolution (512 for SD 1.5)
         num_paths: int = 128
         num_segments: int = 4
         init_radius: float = 20.0
@@ -88,6 +89,12 @@ class DreamSamplerSVG(GuidanceStateMixin, BaseSystem):
 
     def configure(self) -> None:
         cfg = self.cfg
+        if cfg.canvas_size is None:
+            model = self.cfg.guidance.get("pretrained_model_name_or_path")
+            if not model:
+                raise ValueError("system.canvas_size is null and there is no system.guidance.pretrained_model_name_or_path to take it from")
+            cfg.canvas_size = model_resolution(model, "system.guidance.pretrained_model_name_or_path")
+            threestudio.info(f"system.canvas_size: the guidance model's native resolution, {cfg.canvas_size}")
         size = cfg.canvas_size
         scene = init_scene(
             cfg.num_paths, size, size, cfg.num_segments, cfg.init_radius, tuple(cfg.background_color),

@@ -15,7 +15,6 @@ would (given a data module whose batches are a function of the step, e.g. the de
 from dataclasses import dataclass
 
 import pytorch_lightning as pl
-
 import threestudio
 from threestudio.systems.dreamfusion import DreamFusion
 from threestudio.utils.typing import *

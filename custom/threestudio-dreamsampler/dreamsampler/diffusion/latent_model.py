@@ -25,6 +25,29 @@ def load_text_encoder(model: str, dtype: torch.dtype, device, field_name: str = 
     return tokenizer, text_encoder.to(device)
 
 
+def vae_factor(vae_config) -> int:
+    """Image pixels per latent pixel of a diffusers VAE config (8 for Stable Diffusion)."""
+    return 2 ** (len(vae_config["block_out_channels"]) - 1)
+
+
+def native_resolution(unet_config, vae_config) -> int:
+    """The image size a latent diffusion model was trained at: ``unet.sample_size`` x the VAE factor
+    (512 for SD 1.x / 2.x-base, 768 for SD 2.x, 64 for the miniature world model)."""
+    return int(unet_config["sample_size"]) * vae_factor(vae_config)
+
+
+def model_resolution(model: str, field_name: str = "pretrained_model_name_or_path") -> int:
+    """:func:`native_resolution` of a model id or folder, from its configs alone (no weights are loaded)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    try:
+        unet = UNet2DConditionModel.load_config(model, subfolder="unet")
+        vae = AutoencoderKL.load_config(model, subfolder="vae")
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{field_name}={model!r}: cannot read its unet / vae configs to find its resolution ({exc})") from exc
+    return native_resolution(unet, vae)
+
+
 class LatentModel:
     """eps / encode / decode / text over loaded diffusers modules (float weights of any dtype; inputs and
     outputs keep the caller's dtype)."""
@@ -37,7 +60,12 @@ class LatentModel:
     @property
     def latent_factor(self) -> int:
         """Image pixels per latent pixel (8 for Stable Diffusion)."""
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return vae_factor(self.vae.config)
+
+    @property
+    def resolution(self) -> int:
+        """The model's native image size (:func:`native_resolution`)."""
+        return native_resolution(self.unet.config, self.vae.config)
 
     def eps(self, z: Tensor, t: int, emb: Tensor) -> Tensor:
         """eps_theta(z_t, t, c) for a batch of latents and matching text embeddings."""

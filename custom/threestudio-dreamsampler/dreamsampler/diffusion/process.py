@@ -21,6 +21,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 Level = Union[float, Tensor]
+Latent = Float[Tensor, "B C h w"]  # latents and noise predictions at the core's boundaries
 
 
 def scalar_like(value: float, like: Tensor) -> Tensor:

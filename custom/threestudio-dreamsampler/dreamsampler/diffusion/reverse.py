@@ -17,7 +17,7 @@ from typing import Callable, List, NamedTuple, Sequence
 import torch
 from torch import Tensor
 
-from .process import cfg, forward_noise, scalar_like, tweedie
+from .process import Latent, cfg, forward_noise, scalar_like, tweedie
 from .schedules import ReverseSchedule
 
 # eps_theta(z_t [B, C, h, w], t, text embeddings [B, L, D]) -> [B, C, h, w]
@@ -31,7 +31,7 @@ class Step(NamedTuple):
     eps: Tensor
 
 
-def predict(eps_fn: EpsFn, z: Tensor, t: int, embeddings: Sequence[Tensor]) -> List[Tensor]:
+def predict(eps_fn: EpsFn, z: Latent, t: int, embeddings: Sequence[Tensor]) -> List[Tensor]:
     """eps_theta(z, t, c) for each text embedding ``c`` ([1, L, D] or [B, L, D]) in one batched call."""
     k, b = len(embeddings), z.shape[0]
     emb = torch.cat([e.expand(b, *e.shape[1:]) for e in embeddings])
@@ -39,14 +39,14 @@ def predict(eps_fn: EpsFn, z: Tensor, t: int, embeddings: Sequence[Tensor]) -> L
     return list(out.chunk(k))
 
 
-def guided_step(eps_fn: EpsFn, z_t: Tensor, t: int, alpha: float, null: Tensor, cond: Tensor, scale: float) -> Step:
+def guided_step(eps_fn: EpsFn, z_t: Latent, t: int, alpha: float, null: Tensor, cond: Tensor, scale: float) -> Step:
     """Alg. 2 with g = identity solved exactly: eps^ = CFG (eq. 6), z-bar = Tweedie (eq. 14), eps^ carried."""
     e_null, e_cond = predict(eps_fn, z_t, t, [null, cond])
     eps = cfg(e_null, e_cond, scale)
     return Step(tweedie(z_t, eps, scalar_like(alpha, z_t)), eps)
 
 
-def ddim_invert(eps_fn: EpsFn, z0: Tensor, schedule: ReverseSchedule, emb: Tensor) -> Tensor:
+def ddim_invert(eps_fn: EpsFn, z0: Latent, schedule: ReverseSchedule, emb: Tensor) -> Latent:
     """Deterministic DDIM inversion with one embedding and no CFG (Alg. 3, line 2; supp. sec. 2.2).
 
     From level ``final_alpha`` upwards through the schedule's timesteps in ascending order, the
@@ -64,7 +64,7 @@ def ddim_invert(eps_fn: EpsFn, z0: Tensor, schedule: ReverseSchedule, emb: Tenso
 StepFn = Callable[[Tensor, int], Step]
 
 
-def run(step_fn: StepFn, z_T: Tensor, schedule: ReverseSchedule) -> Tensor:
+def run(step_fn: StepFn, z_T: Latent, schedule: ReverseSchedule) -> Latent:
     """The reverse loop: z_{i+1} = forward_noise(step_fn(z_i, i)) from ``z_T`` down to level ``final_alpha``."""
     z = z_T
     for i in range(len(schedule)):
@@ -73,6 +73,6 @@ def run(step_fn: StepFn, z_T: Tensor, schedule: ReverseSchedule) -> Tensor:
     return z
 
 
-def sample(eps_fn: EpsFn, z_T: Tensor, schedule: ReverseSchedule, null: Tensor, cond: Tensor, scale: float) -> Tensor:
+def sample(eps_fn: EpsFn, z_T: Latent, schedule: ReverseSchedule, null: Tensor, cond: Tensor, scale: float) -> Latent:
     """Text-to-image: Alg. 2 with an identity generator from the initial latent ``z_T`` (= DDIM with CFG)."""
     return run(lambda z, i: guided_step(eps_fn, z, schedule.t(i), schedule.alpha(i), null, cond, scale), z_T, schedule)

@@ -25,7 +25,7 @@ from typing import Dict, Hashable, List, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from .process import carried_noise, ddim_sigma, forward_noise, scalar_like, tweedie
+from .process import Latent, carried_noise, ddim_sigma, forward_noise, scalar_like, tweedie
 from .schedules import ReverseSchedule
 
 Key = Optional[Union[Hashable, Sequence[Hashable]]]
@@ -81,12 +81,12 @@ class DreamSampler:
     # ------------------------------------------------------------- the contract
     def add_noise(
         self,
-        z0: Tensor,
+        z0: Latent,
         i: int,
         generator: Optional[torch.Generator] = None,
-        noise: Optional[Tensor] = None,
+        noise: Optional[Latent] = None,
         key: Key = None,
-    ) -> Tensor:
+    ) -> Latent:
         """Forward-noise the clean estimate ``z0`` at index ``i`` with the carried noise (eq. 5, 12)."""
         i = self._check_index(i)
         a_i = self.alpha_bar(i, z0)
@@ -99,7 +99,7 @@ class DreamSampler:
         eps_tilde = torch.cat(tildes) if len(tildes) > 1 else tildes[0]
         return forward_noise(z0, eps_tilde, a_i)
 
-    def step(self, z_t: Tensor, eps_hat: Tensor, i: int, key: Key = None) -> Tensor:
+    def step(self, z_t: Latent, eps_hat: Latent, i: int, key: Key = None) -> Latent:
         """Tweedie's estimate z0^ at index ``i`` (eq. 14); remembers ``eps_hat`` for the next index."""
         i = self._check_index(i)
         a_i = self.alpha_bar(i, z_t)
@@ -123,7 +123,7 @@ class DreamSampler:
             parts.append(mem["tilde"])
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
-    def _carried_noise(self, k, z0: Tensor, i: int, generator, fresh: Optional[Tensor]) -> Tensor:
+    def _carried_noise(self, k, z0: Latent, i: int, generator, fresh: Optional[Tensor]) -> Latent:
         mem = self._memory.setdefault(k, {})
         if mem.get("tilde_idx") == i and fresh is None and mem["tilde"].shape == z0.shape:
             return mem["tilde"].to(z0)  # another optimizer step at the same timestep
@@ -170,10 +170,6 @@ class DreamSampler:
             )
         self.eta = float(state["eta"])
         self._memory = {k: dict(m) for k, m in state["memory"].items()}
-
-    def reset(self) -> None:
-        """Forget all carried noise (a new run)."""
-        self._memory.clear()
 
 
 def _randn_like(x: Tensor, generator: Optional[torch.Generator]) -> Tensor:

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..diffusion.process import tweedie
+from ..diffusion.process import Latent, tweedie
 from ..diffusion.reverse import EpsFn, Step, ddim_invert, predict, run
 from ..diffusion.schedules import ReverseSchedule, gamma_schedule
 from .regions import region_weights
@@ -38,7 +38,7 @@ def localized_cfg(eps_null: Tensor, eps_targets: Sequence[Tensor], masks: Option
 
 def edit_step(
     eps_fn: EpsFn,
-    z_t: Tensor,
+    z_t: Latent,
     t: int,
     alpha: float,
     null: Tensor,
@@ -59,13 +59,13 @@ def edit_gamma(schedule: ReverseSchedule, i: int, scale: float) -> float:
 
 def edit(
     eps_fn: EpsFn,
-    z0: Tensor,
+    z0: Latent,
     schedule: ReverseSchedule,
     null: Tensor,
     targets: Sequence[Tensor],
     masks: Optional[Tensor] = None,
     scale: float = 0.15,
-) -> Tensor:
+) -> Latent:
     """Alg. 3 end to end: invert ``z0`` with the null prompt, then the reverse loop; returns the edited latent."""
     z_T = ddim_invert(eps_fn, z0, schedule, null)
     step = lambda z, i: edit_step(

@@ -26,11 +26,11 @@ from typing import Callable, List, Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..inverse.cg import data_consistency_solve
-from ..diffusion.process import carried_noise, cfg, tweedie
-from ..inverse.operators import Operator
+from ..diffusion.process import Latent, carried_noise, cfg, tweedie
 from ..diffusion.reverse import EpsFn, Step, ddim_invert, predict, run
 from ..diffusion.schedules import ReverseSchedule
+from ..inverse.cg import data_consistency_solve
+from ..inverse.operators import Operator
 from .regions import region_weights
 
 GAMMA_PERIOD, GAMMA_T_MAX = 3, 170
@@ -46,18 +46,18 @@ def closed_form_weights(a):
     return a, (1 - a) ** 2, a * (1 - a)
 
 
-def closed_form(z_tgt: Tensor, z_null: Tensor, z_y: Tensor, a) -> Tensor:
+def closed_form(z_tgt: Latent, z_null: Latent, z_y: Latent, a) -> Latent:
     """Eq. 15: argmin of eq. 14 = a z^(c) + (1 - a)^2 z^(null) + a (1 - a) z^(y)."""
     g1, g2, g3 = closed_form_weights(a)
     return g1 * z_tgt + g2 * z_null + g3 * z_y
 
 
-def closed_form_outside(z_null: Tensor, z_y: Tensor, a) -> Tensor:
+def closed_form_outside(z_null: Latent, z_y: Latent, a) -> Latent:
     """Eq. 17 outside the mask: argmin of eq. 16 where M = 0, (1 - a) z^(null) + a z^(y)."""
     return (1 - a) * z_null + a * z_y
 
 
-def masked_closed_form(z_tgts: Sequence[Tensor], z_null: Tensor, z_y: Tensor, masks: Optional[Tensor], a) -> Tensor:
+def masked_closed_form(z_tgts: Sequence[Tensor], z_null: Latent, z_y: Latent, masks: Optional[Tensor], a) -> Latent:
     """Eq. 17 with one or several masks ``[K, 1, h, w]`` (eq. 15 inside mask i with z^(c_i)), or eq. 15
     everywhere when ``masks`` is None (a single prompt). Overlapping masks are normalized as in eq. 19:
     with w_i = M_i / max(1, sum_j M_j),  z-bar = z_out + a * sum_i w_i (z^(c_i) - z_out)."""
@@ -73,7 +73,7 @@ def stochastic_sigma(a_t: float, a_next: float) -> float:
     return (a_t * (1.0 - a_next)) ** 0.5
 
 
-def alg4_carried_noise(e_null: Tensor, a: float, a_next: float, noise: Optional[Tensor]) -> Tensor:
+def alg4_carried_noise(e_null: Latent, a: float, a_next: float, noise: Optional[Latent]) -> Latent:
     """Eq. 5 with Alg. 4's sigma; deterministic (sigma = 0, eps~ = eps(null)) when ``noise`` is None."""
     return carried_noise(e_null, a_next, stochastic_sigma(a, a_next) if noise is not None else 0.0, noise)
 
@@ -101,7 +101,7 @@ class InverseProblem:
     gamma_on_step_index: bool = False  # test Gamma on the step index instead of t (the authors' code)
 
 
-def closed_form_step(p: InverseProblem, z_t: Tensor, t: int, a: float, a_next: float, noise: Optional[Tensor]) -> Step:
+def closed_form_step(p: InverseProblem, z_t: Latent, t: int, a: float, a_next: float, noise: Optional[Latent]) -> Step:
     """t in Gamma: CG data consistency (eq. 13) and the closed forms of eq. 15 / 17."""
     with torch.no_grad():
         e_null, *e_tgts = predict(p.eps_fn, z_t, t, [p.null, *p.targets])
@@ -112,7 +112,7 @@ def closed_form_step(p: InverseProblem, z_t: Tensor, t: int, a: float, a_next: f
     return Step(z_bar, alg4_carried_noise(e_null, a, a_next, noise))
 
 
-def dps_step(p: InverseProblem, z_t: Tensor, t: int, a: float, a_next: float, noise: Optional[Tensor]) -> Step:
+def dps_step(p: InverseProblem, z_t: Latent, t: int, a: float, a_next: float, noise: Optional[Latent]) -> Step:
     """t not in Gamma: z-bar = z^(null) - s * grad_{z_t} ||A(D(z^_0|t(null))) - y|| (DPS, rho_t = s sqrt(abar_{t-1}))."""
     with torch.enable_grad():
         z = z_t.detach().requires_grad_(True)
@@ -125,7 +125,7 @@ def dps_step(p: InverseProblem, z_t: Tensor, t: int, a: float, a_next: float, no
     return Step(z_bar, alg4_carried_noise(e_null, a, a_next, noise))
 
 
-def inverse_step(p: InverseProblem, schedule: ReverseSchedule, z_t: Tensor, i: int, noise: Optional[Tensor]) -> Step:
+def inverse_step(p: InverseProblem, schedule: ReverseSchedule, z_t: Latent, i: int, noise: Optional[Latent]) -> Step:
     """Step ``i`` of Alg. 4 (``noise``: the fresh e ~ N(0, I), None for a deterministic step)."""
     t, a, a_next = schedule.t(i), schedule.alpha(i), schedule.alpha_next(i)
     closed = in_gamma_set(i if p.gamma_on_step_index else t, p.gamma_period, p.gamma_t_max)
@@ -151,6 +151,6 @@ def fresh_noise(seed: int, i: int, schedule: ReverseSchedule, like: Tensor) -> O
     return torch.randn(like.shape, generator=gen).to(like)
 
 
-def solve(p: InverseProblem, z_T: Tensor, schedule: ReverseSchedule, seed: int = 0) -> Tensor:
+def solve(p: InverseProblem, z_T: Latent, schedule: ReverseSchedule, seed: int = 0) -> Latent:
     """Alg. 4's reverse loop from ``z_T``; the fresh noise of step i is :func:`fresh_noise` (seed, i)."""
     return run(lambda z, i: inverse_step(p, schedule, z, i, fresh_noise(seed, i, schedule, z)), z_T, schedule)

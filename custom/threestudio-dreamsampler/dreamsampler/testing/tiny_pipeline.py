@@ -78,8 +78,11 @@ def tiny_vocabulary():
     return {t: i for i, t in enumerate(tokens)}, merges
 
 
-def build_tiny_pipeline(out_dir, seed: int = 0, overwrite: bool = False) -> str:
-    """Build and save the tiny pipeline under ``out_dir``; returns the path (reused if present)."""
+def build_tiny_pipeline(out_dir, seed: int = 0, overwrite: bool = False, sample_size: int = 64) -> str:
+    """Build and save the tiny pipeline under ``out_dir``; returns the path (reused if present).
+
+    ``sample_size`` is the UNet's latent size: the native resolution is 8x that (512 by default, as SD 1.5).
+    """
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -88,7 +91,7 @@ def build_tiny_pipeline(out_dir, seed: int = 0, overwrite: bool = False) -> str:
         return str(out)
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        sample_size=64,
+        sample_size=int(sample_size),
         in_channels=4,
         out_channels=4,
         block_out_channels=(32, 64),
@@ -108,7 +111,7 @@ def build_tiny_pipeline(out_dir, seed: int = 0, overwrite: bool = False) -> str:
         latent_channels=4,
         layers_per_block=1,
         norm_num_groups=8,
-        sample_size=512,
+        sample_size=8 * int(sample_size),
         scaling_factor=0.18215,
     )
     vocab, merges = tiny_vocabulary()
