@@ -41,9 +41,16 @@ link_extension() {
   ln -sfn "$REPO/custom/$EXT_NAME" "$root/custom/$EXT_NAME"
 }
 
+# an editable install of a source folder, quiet unless it fails (setuptools prints notices on success)
+install_editable() {
+  local log; log="$(mktemp)"
+  if ! "$VENV/bin/python" -m pip install -q --no-deps -e "$1" >"$log" 2>&1; then cat "$log" >&2; rm -f "$log"; return 1; fi
+  rm -f "$log"
+}
+
 # threestudio as an (editable) package of the environment, so `import threestudio` finds the checkout
 install_threestudio() {
-  "$VENV/bin/python" -m pip install -q --no-deps -e "$1"
+  install_editable "$1"
   link_extension "$1"; say "threestudio: $1 (installed in $VENV)"
 }
 
@@ -68,7 +75,7 @@ cmd_setup() {
   [ -x "$VENV/bin/python" ] || "$py" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -r "$REPO/requirements.txt"
-  "$VENV/bin/python" -m pip install -q --no-deps -e "$REPO"   # the core and the launcher (pyproject.toml)
+  install_editable "$REPO"   # the core and the launcher (pyproject.toml)
   locate_threestudio
   cmd_tiny_sd >/dev/null
   say "setup done"

@@ -148,6 +148,56 @@ def outputs_here(argv: list) -> list:
     return argv + [f"exp_root_dir={os.path.abspath(root_dir)}"]
 
 
+def _overrides(argv: list) -> list:
+    return [a for a in argv if "=" in a and not a.startswith("-")]
+
+
+def user_paths_here(argv: list, root: Path) -> list:
+    """Overrides making the run's relative file / folder paths absolute, taken from where the user is (paths.py)."""
+    config = config_path(argv)
+    if config is None:
+        return []
+    from .paths import anchor_paths
+
+    return anchor_paths(config, _overrides(argv), os.getcwd(), str(root))
+
+
+def schedule_follows_the_run(argv: list) -> list:
+    """``system.guidance.trainer_max_steps=${trainer.max_steps}`` when the run uses dreamsampler-guidance
+    and does not set it (threestudio's own configs, e.g. the drop-in on dreamfusion-sd.yaml): the
+    decreasing schedule then spans the run instead of the guidance's default 10000 steps."""
+    config = config_path(argv)
+    if config is None:
+        return []
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.merge(OmegaConf.load(config), OmegaConf.from_dotlist(_overrides(argv)))
+    system = cfg.get("system") or {}
+    guidance = system.get("guidance") or {}
+    if system.get("guidance_type") != "dreamsampler-guidance" or "trainer_max_steps" in guidance:
+        return []
+    say("system.guidance.trainer_max_steps not set: the schedule follows trainer.max_steps")
+    return ["system.guidance.trainer_max_steps=${trainer.max_steps}"]
+
+
+def check_tag_fields(argv: list) -> None:
+    """The fields a config's ``tag`` is made from (``${rmspace:${data.caption},_}``) must be set: an empty
+    one would fail deep inside threestudio's config loading ('NoneType' has no attribute 'replace')."""
+    config = config_path(argv)
+    if config is None:
+        return
+    import re
+
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.merge(OmegaConf.load(config), OmegaConf.from_dotlist(_overrides(argv)))
+    tag = OmegaConf.to_container(cfg, resolve=False).get("tag", "")
+    for key in re.findall(r"\$\{rmspace:\$\{([\w.\[\]]+)\}", str(tag)):
+        node = OmegaConf.select(cfg, key, throw_on_missing=False, throw_on_resolution_failure=False)
+        if node is None or (isinstance(node, str) and not node.strip()):
+            raise SystemExit(f"[run_threestudio] {key} is empty: the run needs it (its trial folder is named after it)")
+
+
 def load_threestudio(cpu: Optional[bool] = None):
     """Import threestudio in this process and load this extension with launch.py's own
     ``load_custom_module``; the CPU backend first when ``cpu`` (default: when there is no CUDA)."""
@@ -220,6 +270,8 @@ def main(argv=None) -> None:
     cpu = "--cpu" in argv or os.environ.get(CPU_ENV) == "1"
     argv = outputs_here(expand_smoke(expand_base(absolute_config([a for a in argv if a != "--cpu"]))))
     root = threestudio_root()
+    argv = argv + user_paths_here(argv, root) + schedule_follows_the_run(argv)
+    check_tag_fields(argv)
     link_extension(root)
     if not cpu and not backend().cuda_available():
         say("no CUDA device found: running on the CPU")

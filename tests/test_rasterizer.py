@@ -45,7 +45,7 @@ def random_scene(num_paths, height, width, jitter, seed, radius=6.0, dtype=torch
     return s
 
 
-def psnr(a, b):
+def psnr_db(a, b):
     """PSNR (dB) of two images, whatever their layout (the core's metrics.psnr on one flattened image)."""
     a, b = (torch.as_tensor(x, dtype=torch.float64).reshape(1, -1) for x in (a, b))
     return float(metrics.psnr(a, b)[0])
@@ -116,7 +116,7 @@ def test_matches_supersampled_matplotlib_reference():
     s.points[0] += torch.tensor([-5.0, 0.0], dtype=torch.float64) - s.points[0].mean(0)  # crosses the left border
     ours = render(s.points, s.colors, s.opacity, s.background, 40, 48, backend="torch").numpy()
     ref = supersampled_reference(s, 40, 48)
-    assert psnr(ours, ref) > 35.0
+    assert psnr_db(ours, ref) > 35.0
     assert np.abs(ours - ref).mean() < 3e-3
 
 
@@ -129,7 +129,7 @@ def test_exported_svg_rerendered_by_resvg_matches_our_raster():
     ours = render(s.points, s.colors, s.opacity, s.background, 128, 160, backend="torch").numpy()
     ref = iio.imread(io.BytesIO(bytes(resvg_py.svg_to_bytes(svg_string=to_svg(s, 128, 160)))))
     assert ref.shape == (128, 160, 4) and (ref[..., 3] == 255).all()
-    assert psnr(ours, ref[..., :3] / 255.0) > 35.0
+    assert psnr_db(ours, ref[..., :3] / 255.0) > 35.0
 
 
 def test_self_intersecting_and_doubly_wound_paths_match_resvg():
@@ -145,7 +145,7 @@ def test_self_intersecting_and_doubly_wound_paths_match_resvg():
                         torch.tensor([1.0, 1.0, 1.0]))
         ours = render(s.points, s.colors, s.opacity, s.background, 64, 64, backend="torch").numpy()
         ref = iio.imread(io.BytesIO(bytes(resvg_py.svg_to_bytes(svg_string=to_svg(s, 64, 64)))))[..., :3] / 255.0
-        assert psnr(ours, ref) > 35.0
+        assert psnr_db(ours, ref) > 35.0
         assert np.allclose(ours[probe], [0.92, 0.36, 0.28], atol=0.01)  # inside: 0.8 * colour + 0.2 * white
 
 

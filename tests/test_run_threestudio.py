@@ -31,3 +31,69 @@ def test_missing_config_names_the_path(tmp_path):
         run_threestudio.absolute_config(["--config", "nope.yaml"])
     argv = run_threestudio.absolute_config(["--config=" + write_config(tmp_path, "o")])
     assert os.path.isabs(argv[0].split("=", 1)[1])
+
+
+# ------------------------------------------------------- user paths, the schedule
+def anchored(tmp_path, monkeypatch, config_text, overrides, root=None):
+    from dreamsampler_launcher.paths import anchor_paths
+
+    config = tmp_path / "run.yaml"
+    config.write_text(config_text)
+    user = tmp_path / "user"
+    user.mkdir(exist_ok=True)
+    monkeypatch.chdir(user)
+    return anchor_paths(str(config), overrides, os.getcwd(), str(root or tmp_path / "threestudio")), user
+
+
+def test_relative_user_paths_are_taken_from_the_working_directory(tmp_path, monkeypatch):
+    import json
+
+    text = "system:\n  image: skimage:chelsea\n  regions: []\n  pretrained_model_name_or_path: org/model\n"
+    (tmp_path / "user" / "masks").mkdir(parents=True)
+    for name in ("cat.png", "masks/left.png", "run.ckpt"):
+        (tmp_path / "user" / name).write_bytes(b"x")
+    (tmp_path / "user" / "mini-sd").mkdir()
+    out, user = anchored(tmp_path, monkeypatch, text, [
+        "system.image=cat.png", 'system.regions=[{prompt: "a dog", mask: masks/left.png}, {prompt: "b", rect: [0, 0, 1, 1]}]',
+        "system.pretrained_model_name_or_path=mini-sd", "resume=run.ckpt",
+    ])
+    assert f"system.image={user / 'cat.png'}" in out
+    assert f"system.pretrained_model_name_or_path={user / 'mini-sd'}" in out
+    assert f"resume={user / 'run.ckpt'}" in out
+    (regions,) = [o for o in out if o.startswith("system.regions=")]
+    assert json.loads(regions.split("=", 1)[1])[0] == {"prompt": "a dog", "mask": str(user / "masks" / "left.png")}
+
+
+def test_built_in_names_model_ids_and_threestudio_assets_are_left_alone(tmp_path, monkeypatch):
+    (tmp_path / "threestudio" / "load").mkdir(parents=True)
+    (tmp_path / "threestudio" / "load" / "a.png").write_bytes(b"x")
+    text = "system:\n  image: skimage:chelsea\n  target: shapes\n  pretrained_model_name_or_path: org/model\n" \
+           "data:\n  dataroot: procedural\n  image: load/a.png\n  gt_root: null\n"
+    out, _ = anchored(tmp_path, monkeypatch, text, [])
+    assert out == []
+
+
+def test_a_missing_relative_path_names_the_field_and_the_paths_tried(tmp_path, monkeypatch):
+    with pytest.raises(SystemExit, match=r"data.dataroot='views': no such file or folder; tried .*user/views"):
+        anchored(tmp_path, monkeypatch, "data:\n  dataroot: ???\n", ["data.dataroot=views"])
+
+
+@pytest.mark.parametrize("guidance,field,expected", [
+    ("dreamsampler-guidance", "", ["system.guidance.trainer_max_steps=${trainer.max_steps}"]),
+    ("dreamsampler-guidance", "    trainer_max_steps: 50\n", []),
+    ("stable-diffusion-guidance", "", []),
+])
+def test_the_schedule_follows_the_run_unless_set(tmp_path, guidance, field, expected):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"system:\n  guidance_type: {guidance}\n  guidance:\n    guidance_scale: 7.5\n{field}trainer:\n  max_steps: 30\n")
+    assert run_threestudio.schedule_follows_the_run(["--config", str(config)]) == expected
+    override = run_threestudio.schedule_follows_the_run(["--config", str(config), f"system.guidance_type={guidance}"])
+    assert override == expected
+
+
+def test_an_empty_field_the_tag_is_made_from_is_named(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text('tag: "${rmspace:${data.caption},_}"\ndata:\n  caption: ""\n')
+    with pytest.raises(SystemExit, match="data.caption is empty"):
+        run_threestudio.check_tag_fields(["--config", str(config), "data.caption=null"])
+    run_threestudio.check_tag_fields(["--config", str(config), "data.caption=a cube"])

@@ -1,5 +1,6 @@
 """threestudio's own configs/dreamfusion-sd.yaml trains on the CPU with its own guidance and, with one
-override, with ours (the drop-in promise): 3 steps at 32x32 on the tiny pipeline."""
+override, with ours (the drop-in promise): 3 steps at 32x32 on the tiny pipeline. The launcher ties the
+guidance's schedule to trainer.max_steps when the config does not set guidance.trainer_max_steps."""
 import pytest
 
 from ..conftest import threestudio_root
@@ -12,9 +13,7 @@ STEPS = 3
 
 @pytest.mark.parametrize("guidance", ["stable-diffusion-guidance", "dreamsampler-guidance"])
 def test_dreamfusion_sd_trains_on_cpu(guidance, tiny_sd, tmp_path):
-    overrides = [f"system.guidance_type={guidance}"]
-    if guidance == "dreamsampler-guidance":
-        overrides.append(f"system.guidance.trainer_max_steps={STEPS}")  # the whole schedule in 3 steps
+    overrides = [f"system.guidance_type={guidance}"]  # no guidance.trainer_max_steps: the launcher sets it
     run = run_config(threestudio_root() / "configs" / "dreamfusion-sd.yaml", tmp_path, tiny_sd, STEPS, overrides)
 
     validation = run.images(f"save/it{STEPS}-0.png")
@@ -33,5 +32,6 @@ def test_dreamfusion_sd_trains_on_cpu(guidance, tiny_sd, tmp_path):
     assert len(losses["train/loss_sds"]) == STEPS
     if guidance == "dreamsampler-guidance":
         timesteps = run.series("train/timestep")
-        assert timesteps[0] == 980 and timesteps[-1] == 20  # max_step -> min_step over the run
+        assert timesteps[0] == 980 and timesteps[-1] == 20  # max_step -> min_step over the run's 3 steps
+        assert "the schedule follows trainer.max_steps" in run.log
         assert all(a > b for a, b in zip(timesteps, timesteps[1:]))

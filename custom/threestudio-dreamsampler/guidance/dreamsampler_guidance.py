@@ -167,7 +167,11 @@ class DreamSamplerGuidance(BaseObject):
         if cfg.on_nonfinite not in ("raise", "skip"):
             raise ValueError(f"guidance.on_nonfinite={cfg.on_nonfinite!r} must be 'raise' or 'skip'")
         if cfg.steps_per_timestep < 1 or cfg.trainer_max_steps < 1:
-            raise ValueError("guidance.steps_per_timestep and guidance.trainer_max_steps must be >= 1")
+            raise ValueError(
+                f"guidance.steps_per_timestep ({cfg.steps_per_timestep}) and guidance.trainer_max_steps "
+                f"({cfg.trainer_max_steps}) must be >= 1; trainer_max_steps follows trainer.max_steps (minus "
+                "system.warmup_steps for the degraded-view config), so check those"
+            )
         if cfg.schedule_start_step < 0:
             raise ValueError(f"guidance.schedule_start_step must be >= 0, got {cfg.schedule_start_step}")
 
