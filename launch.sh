@@ -26,9 +26,17 @@ python_bin() {
   say "no environment at $VENV: run 'bash launch.sh setup' first"; exit 1
 }
 
-# The threestudio checkout: $THREESTUDIO_ROOT if set, else the default clone location.
+# The threestudio checkout: $THREESTUDIO_ROOT if set, else the one installed in the environment by
+# setup, else the default clone location.
+installed_threestudio() {
+  [ -x "$VENV/bin/python" ] || return 1
+  "$VENV/bin/python" -c 'import importlib.util as u, os; s = u.find_spec("threestudio"); print(os.path.dirname(os.path.dirname(s.origin)))' 2>/dev/null
+}
+
 threestudio_root() {
-  local root="${THREESTUDIO_ROOT:-$CACHE/threestudio}"
+  local root="${THREESTUDIO_ROOT:-}"
+  [ -n "$root" ] || root="$(installed_threestudio)" || root=""
+  [ -n "$root" ] || root="$CACHE/threestudio"
   if [ -f "$root/threestudio/__init__.py" ]; then echo "$root"; return 0; fi
   if [ -n "${THREESTUDIO_ROOT:-}" ]; then say "THREESTUDIO_ROOT=$THREESTUDIO_ROOT holds no threestudio checkout"; fi
   return 1
@@ -111,9 +119,10 @@ cmd_smoke() {
     [ -e "$config" ] || { say "no configs in $REPO/configs"; return 0; }
     name="$(basename "$config" .yaml)"
     say "smoke: $name ($steps steps)"
-    if cmd_threestudio --train --config "$config" --cpu --smoke "$steps" "exp_root_dir=$out/$name" \
+    # threestudio writes <exp_root_dir>/<config name>/<tag>@<date>: outputs/smoke/<name>/<tag>@<date>
+    if cmd_threestudio --train --config "$config" --cpu --smoke "$steps" "exp_root_dir=$out" \
         >"$out/$name.log" 2>&1; then
-      trial="$(find "$out/$name" -mindepth 2 -maxdepth 2 -type d | head -n 1)"
+      trial="$(find "$out/$name" -mindepth 1 -maxdepth 1 -type d | head -n 1)"
       trials+=("$name: $trial")
     else
       failed+=("$name (log: $out/$name.log)")

@@ -31,6 +31,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from .quiet import silence_known_warnings
+
 REPO = Path(__file__).resolve().parents[1]
 EXT_DIR = REPO / "custom" / "threestudio-dreamsampler"
 EXT_NAME = "threestudio-dreamsampler"
@@ -293,6 +295,8 @@ def run_launch_py(path: Path) -> None:
     code = compile(path.read_text(), str(path), "exec")
     exec(code, {"__name__": "__main__", "__file__": str(path), "__builtins__": __builtins__})
 
+
+silence_known_warnings()  # here, so DDP ranks and spawned helpers that re-import this file are quiet too
 
 if __name__ == "__main__":
     main()

@@ -97,3 +97,21 @@ def test_an_empty_field_the_tag_is_made_from_is_named(tmp_path):
     with pytest.raises(SystemExit, match="data.caption is empty"):
         run_threestudio.check_tag_fields(["--config", str(config), "data.caption=null"])
     run_threestudio.check_tag_fields(["--config", str(config), "data.caption=a cube"])
+
+
+def test_known_third_party_warnings_are_silenced_and_ours_are_not():
+    import warnings
+
+    from dreamsampler_launcher import quiet
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet.silence_known_warnings()
+        for message, category, module in [
+            ("`torch.cuda.amp.autocast(args...)` is deprecated", FutureWarning, "threestudio.models.guidance.sd"),
+            ("register_new_resolver() is deprecated", UserWarning, "threestudio.utils.config"),
+            ("ours", UserWarning, "dreamsampler.diffusion.sampler"),
+            ("ours, deprecated", FutureWarning, "threestudio-dreamsampler.guidance.dreamsampler_guidance"),
+        ]:
+            warnings.warn_explicit(message, category, "f.py", 1, module=module)
+    assert [str(w.message) for w in caught] == ["ours", "ours, deprecated"]

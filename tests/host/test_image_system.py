@@ -20,6 +20,7 @@ def launch(config, out_dir, tiny_sd, steps, *overrides):
     """Run ``configs/<config>`` for ``steps`` steps through launch.py on the CPU; returns its save dir."""
     run = run_config(REPO / "configs" / config, out_dir, tiny_sd, steps, overrides)
     assert_finite_losses(run)
+    assert f"outputs in {run.trial_dir / 'save'}" in run.log  # the run says where to look
     return run.trial_dir / "save"
 
 

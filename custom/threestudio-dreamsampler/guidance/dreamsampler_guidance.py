@@ -180,7 +180,7 @@ class DreamSamplerGuidance(BaseObject):
         self.max_step = int(self.num_train_timesteps * max_step_percent)
 
     # ------------------------------------------------------------ model calls
-    @torch.cuda.amp.autocast(enabled=False)
+    @torch.amp.autocast("cuda", enabled=False)
     def forward_unet(self, latents, t, encoder_hidden_states):
         input_dtype = latents.dtype
         return self.unet(
@@ -189,13 +189,13 @@ class DreamSamplerGuidance(BaseObject):
             encoder_hidden_states=encoder_hidden_states.to(self.weights_dtype),
         ).sample.to(input_dtype)
 
-    @torch.cuda.amp.autocast(enabled=False)
+    @torch.amp.autocast("cuda", enabled=False)
     def encode_images(self, imgs: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B 4 h w"]:
         input_dtype = imgs.dtype
         posterior = self.vae.encode((imgs * 2.0 - 1.0).to(self.weights_dtype)).latent_dist
         return (posterior.sample() * self.vae.config.scaling_factor).to(input_dtype)
 
-    @torch.cuda.amp.autocast(enabled=False)
+    @torch.amp.autocast("cuda", enabled=False)
     def decode_latents(self, latents: Float[Tensor, "B 4 h w"]) -> Float[Tensor, "B 3 H W"]:
         input_dtype = latents.dtype
         image = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.weights_dtype)).sample

@@ -214,7 +214,7 @@ class DreamSamplerImage(BaseSystem):
         threestudio.info(f"dreamsampler-image-system: {metrics}")
 
     def on_test_epoch_end(self):
-        pass
+        threestudio.info(f"outputs in {self.get_save_dir()}: result.png (the output), strip.png (z-bar over the run), metrics.json")
 
     def _save_strip(self) -> None:
         frames = self.decode(self.z0_strip)

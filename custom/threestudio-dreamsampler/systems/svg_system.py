@@ -220,7 +220,7 @@ class DreamSamplerSVG(GuidanceStateMixin, BaseSystem):
         self._save_progress()
 
     def on_test_epoch_end(self):
-        pass
+        threestudio.info(f"outputs in {self.get_save_dir()}: final.svg (the output), final.png, final-measurement.png (y | A(g) | g | clean), metrics.json")
 
     def _save_progress(self) -> None:
         """An animation and a strip of the snapshots taken during training (if any)."""
