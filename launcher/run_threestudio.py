@@ -200,6 +200,31 @@ def check_tag_fields(argv: list) -> None:
             raise SystemExit(f"[run_threestudio] {key} is empty: the run needs it (its trial folder is named after it)")
 
 
+def check_resume(argv: list) -> None:
+    """A ``resume=`` file must be a whole PyTorch checkpoint archive; checked as a zip file, without
+    unpickling anything (what it holds is checked by the system when Lightning loads it)."""
+    resume = [a.split("=", 1)[1] for a in argv if a.startswith("resume=")]
+    if not resume or resume[-1] in ("", "null", "None"):
+        return
+    import zipfile
+
+    path = Path(resume[-1]).expanduser()
+    what = f"[run_threestudio] resume={resume[-1]}"
+    if not path.is_file():
+        raise SystemExit(f"{what}: no such file ({path.resolve()})")
+    if not zipfile.is_zipfile(path):
+        raise SystemExit(f"{what}: not a checkpoint: {path} is not a PyTorch checkpoint archive (truncated, or another kind of file)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if not any(n.endswith("/data.pkl") or n == "data.pkl" for n in archive.namelist()):
+                raise SystemExit(f"{what}: not a checkpoint: {path} is a zip archive without PyTorch's data.pkl")
+            bad = archive.testzip()
+    except zipfile.BadZipFile as exc:
+        raise SystemExit(f"{what}: {path} is a damaged archive ({exc})") from exc
+    if bad is not None:
+        raise SystemExit(f"{what}: {path} is truncated or damaged (member {bad} fails its checksum)")
+
+
 def load_threestudio(cpu: Optional[bool] = None):
     """Import threestudio in this process and load this extension with launch.py's own
     ``load_custom_module``; the CPU backend first when ``cpu`` (default: when there is no CUDA)."""
@@ -274,6 +299,7 @@ def main(argv=None) -> None:
     root = threestudio_root()
     argv = argv + user_paths_here(argv, root) + schedule_follows_the_run(argv)
     check_tag_fields(argv)
+    check_resume(argv)
     link_extension(root)
     if not cpu and not backend().cuda_available():
         say("no CUDA device found: running on the CPU")

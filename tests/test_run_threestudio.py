@@ -115,3 +115,21 @@ def test_known_third_party_warnings_are_silenced_and_ours_are_not():
         ]:
             warnings.warn_explicit(message, category, "f.py", 1, module=module)
     assert [str(w.message) for w in caught] == ["ours", "ours, deprecated"]
+
+
+def test_resume_files_are_checked_without_unpickling(tmp_path):
+    import torch
+
+    good = tmp_path / "good.ckpt"
+    torch.save({"state_dict": {"w": torch.randn(1000)}, "global_step": 3}, good)
+    run_threestudio.check_resume(["--train", f"resume={good}"])
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    random = tmp_path / "random.ckpt"
+    random.write_bytes(os.urandom(4096))
+    for bad in (truncated, random):
+        with pytest.raises(SystemExit, match="not a checkpoint") as err:
+            run_threestudio.check_resume(["--train", f"resume={bad}"])
+        assert "weights_only" not in str(err.value)
+    with pytest.raises(SystemExit, match="no such file"):
+        run_threestudio.check_resume([f"resume={tmp_path / 'missing.ckpt'}"])

@@ -197,3 +197,13 @@ def test_inpaint_config_and_table2_script_give_the_same_image(tmp_path, tiny_sd)
     assert by_config.shape == by_script.shape
     diff = np.abs(by_config - by_script)
     assert diff.max() <= 1 and diff.mean() < 0.05, f"config and script differ: max {diff.max()}, mean {diff.mean():.3f}"
+
+
+def test_a_checkpoint_of_another_task_is_refused(tmp_path, tiny_sd):
+    """An editing checkpoint resumed into the text-to-image config: an error naming the field, not a silent run."""
+    from .runner import RunFailed
+
+    edit = launch("dreamsampler-edit.yaml", tmp_path / "edit", tiny_sd, 2)
+    ckpt = edit.parent / "ckpts" / "last.ckpt"
+    with pytest.raises(RunFailed, match=r"the checkpoint is of another run \(system.task: 'edit' in the checkpoint, 'text-to-image' here\)"):
+        launch("dreamsampler-text-to-image.yaml", tmp_path / "t2i", tiny_sd, 2, f"resume={ckpt}")

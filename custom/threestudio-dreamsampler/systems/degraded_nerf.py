@@ -41,6 +41,7 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
         warmup_steps: int = 1000
 
     cfg: Config
+    RUN_SHAPING = DreamSamplerNeRF.RUN_SHAPING + ("warmup_steps",)
 
     def configure(self) -> None:
         super().configure()

@@ -20,8 +20,10 @@ class GuidanceStateMixin:
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         if hasattr(self, "guidance") and hasattr(self.guidance, "state_dict"):
             checkpoint[GUIDANCE_STATE_KEY] = self.guidance.state_dict()
+        super().on_save_checkpoint(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         state = checkpoint.get(GUIDANCE_STATE_KEY)
         if state is None:
             return

@@ -40,6 +40,7 @@ from dreamsampler.image_io import latent_mask, read_image, read_mask, rect_mask,
 
 from ..guidance.sd_model import load_sd_components
 from .image_tasks import TASKS
+from .run_fingerprint import RunFingerprintMixin
 
 INITS = ("inversion", "noise")
 STRIP_HEIGHT = 128  # pixels per strip frame at most
@@ -50,7 +51,7 @@ def _uint8(img: Float[Tensor, "1 3 H W"]) -> np.ndarray:
 
 
 @threestudio.register("dreamsampler-image-system")
-class DreamSamplerImage(BaseSystem):
+class DreamSamplerImage(RunFingerprintMixin, BaseSystem):
     @dataclass
     class Config(BaseSystem.Config):
         task: str = "edit"  # text-to-image | edit | inpaint | restore
@@ -81,6 +82,7 @@ class DreamSamplerImage(BaseSystem):
         optimizer: dict = field(default_factory=lambda: {"name": "SGD", "args": {"lr": 1.0}})
 
     cfg: Config
+    RUN_SHAPING = ("task", "nfe", "image_size", "init")
 
     # ------------------------------------------------------------------ set-up
     def configure(self) -> None:

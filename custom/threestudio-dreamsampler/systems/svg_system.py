@@ -45,13 +45,14 @@ from dreamsampler.vector.rasterizer import render
 from dreamsampler.vector.svg import ICON_SUFFIX, VectorScene, init_scene, load_image, point_lr, save_svg, xing_loss
 
 from .guidance_state import GuidanceStateMixin
+from .run_fingerprint import RunFingerprintMixin
 
 STRIP_FRAMES = 8
 STRIP_HEIGHT = 128  # pixels per strip frame (nearest-neighbour subsampling)
 
 
 @threestudio.register("dreamsampler-svg-system")
-class DreamSamplerSVG(GuidanceStateMixin, BaseSystem):
+class DreamSamplerSVG(RunFingerprintMixin, GuidanceStateMixin, BaseSystem):
     @dataclass
     class Config(BaseSystem.Config):
         seed: int = 0  # set to ${seed}
@@ -86,6 +87,7 @@ class DreamSamplerSVG(GuidanceStateMixin, BaseSystem):
         prompt_processor: dict = field(default_factory=dict)
 
     cfg: Config
+    RUN_SHAPING = ("canvas_size", "num_paths", "num_segments", "guidance_type", "guidance.mode")
 
     def configure(self) -> None:
         cfg = self.cfg

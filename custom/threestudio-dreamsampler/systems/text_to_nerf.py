@@ -20,16 +20,18 @@ from threestudio.systems.dreamfusion import DreamFusion
 from threestudio.utils.typing import *
 
 from .guidance_state import GuidanceStateMixin
+from .run_fingerprint import RunFingerprintMixin
 
 
 @threestudio.register("dreamsampler-text-to-nerf-system")
-class DreamSamplerNeRF(GuidanceStateMixin, DreamFusion):
+class DreamSamplerNeRF(RunFingerprintMixin, GuidanceStateMixin, DreamFusion):
     @dataclass
     class Config(DreamFusion.Config):
         seed: int = 0  # set to ${seed}
         reseed_every_step: bool = True
 
     cfg: Config
+    RUN_SHAPING = ("guidance_type", "guidance.mode")
 
     def on_fit_start(self) -> None:
         super().on_fit_start()  # builds the prompt processor and the guidance
