@@ -69,7 +69,7 @@ def main() -> None:
     pipe.set_progress_bar_config(disable=True)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     inverse = DDIMInverseScheduler.from_config(pipe.scheduler.config)
-    model = LatentModel(pipe.vae, pipe.unet, pipe.tokenizer, pipe.text_encoder)
+    model = LatentModel(pipe.vae, pipe.unet, pipe.tokenizer, pipe.text_encoder, pipe.scheduler)
     ours_scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     x = square_resize(read_image("skimage:chelsea", "image"), size)[None].to(device) * 2 - 1
     with torch.no_grad():

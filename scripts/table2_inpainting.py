@@ -152,7 +152,7 @@ def main() -> None:
     pipe = StableDiffusionPipeline.from_pretrained(args.model, dtype=dtype, safety_checker=None).to(args.device)
     for m in (pipe.vae, pipe.unet, pipe.text_encoder):
         m.requires_grad_(False)
-    model = LatentModel(pipe.vae, pipe.unet, pipe.tokenizer, pipe.text_encoder)
+    model = LatentModel(pipe.vae, pipe.unet, pipe.tokenizer, pipe.text_encoder, pipe.scheduler)
     scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     masks = {"eye": args.eye_mask, "mouth": args.mouth_mask}
 

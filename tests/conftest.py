@@ -48,3 +48,11 @@ def tiny_sd(tmp_path_factory):
     from dreamsampler.testing.tiny_pipeline import build_tiny_pipeline
 
     return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_v(tmp_path_factory):
+    """The tiny pipeline shaped like Stable Diffusion 2.x at 768: its UNet predicts v."""
+    from dreamsampler.testing.tiny_pipeline import build_tiny_pipeline
+
+    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd-v"), prediction_type="v_prediction")

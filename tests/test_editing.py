@@ -21,7 +21,7 @@ def pipe(tiny_sd):
 
 @pytest.fixture(scope="module")
 def model(pipe):
-    return LatentModel(pipe.vae, pipe.unet, pipe.tokenizer, pipe.text_encoder)
+    return LatentModel(pipe.vae, pipe.unet, pipe.tokenizer, pipe.text_encoder, pipe.scheduler)
 
 
 def _source_latent(model, size=64):
@@ -128,3 +128,23 @@ def test_localized_cfg_is_eq18_without_masks_and_normalizes_overlaps():
 def test_reverse_schedule_rejects_bad_nfe():
     with pytest.raises(ValueError, match="NFE"):
         ReverseSchedule.from_scheduler(DDIMScheduler(**SCHEDULER_CONFIG), 0)
+
+
+@torch.no_grad()
+def test_text_to_image_on_a_v_prediction_model_equals_diffusers(tiny_sd_v):
+    """SD 2.x-shaped (v-predicting) tiny pipeline: LatentModel.eps converts v to epsilon, and the identity
+    generator is still diffusers' DDIM pipeline, which reads v itself."""
+    p = StableDiffusionPipeline.from_pretrained(tiny_sd_v, dtype=torch.float32, safety_checker=None)
+    p.set_progress_bar_config(disable=True)
+    assert p.scheduler.config.prediction_type == "v_prediction"
+    model = LatentModel(p.vae, p.unet, p.tokenizer, p.text_encoder, p.scheduler)
+    schedule = ReverseSchedule.from_scheduler(DDIMScheduler.from_pretrained(tiny_sd_v, subfolder="scheduler"), 10)
+    z_T = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    null, cond = model.text(["", "a photograph of a cat"]).chunk(2)
+    ours = sample(model.eps, z_T, schedule, null, cond, 7.5)
+    ref = p("a photograph of a cat", height=64, width=64, num_inference_steps=10, guidance_scale=7.5,
+            latents=z_T.clone(), output_type="latent").images
+    assert (ours - ref).abs().max().item() < 1e-4
+    # read as epsilon (the silent misread this guards against), the same run lands elsewhere
+    model.prediction_type = "epsilon"
+    assert (sample(model.eps, z_T, schedule, null, cond, 7.5) - ref).abs().max().item() > 1e-2

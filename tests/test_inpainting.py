@@ -161,7 +161,7 @@ def test_dps_step_follows_the_analytic_gradient():
 @pytest.fixture(scope="module")
 def model(tiny_sd):
     pipe = StableDiffusionPipeline.from_pretrained(tiny_sd, dtype=torch.float32, safety_checker=None)
-    return LatentModel(pipe.vae, pipe.unet, pipe.tokenizer, pipe.text_encoder)
+    return LatentModel(pipe.vae, pipe.unet, pipe.tokenizer, pipe.text_encoder, pipe.scheduler)
 
 
 def _psnr(a, b, weight):

@@ -137,3 +137,46 @@ def test_tweedie_weighting_makes_one_sgd_step_solve_eq13():
     with torch.no_grad():
         z -= z.grad * z.shape[0]
     assert (z.detach() - z0_hat).abs().max() < 1e-10
+
+
+def v_model(z, t):
+    """A fixed nonlinear v-predictor (stands in for a v-prediction UNet, e.g. SD 2.1 at 768)."""
+    s = float(t) / 1000.0
+    return torch.sin(0.9 * z - s) + 0.2 * torch.tanh(2 * z * s)
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.7])
+def test_identity_generator_on_a_v_model_is_ddim_with_v_prediction(eta):
+    """The v output converted by process.to_epsilon: the z_t sequence is diffusers' DDIM with prediction_type=v."""
+    sched = DDIMScheduler(**{**SCHEDULER_CONFIG, "prediction_type": "v_prediction"})
+    sched.set_timesteps(40)
+    ts = sched.timesteps.clone()
+    alphas = sched.alphas_cumprod.double()
+    ds = DreamSampler(alphas, ts, eta=eta)
+    g = torch.Generator().manual_seed(1)
+    shape = (2, 4, 8, 8)
+    fresh = [torch.randn(shape, generator=g, dtype=torch.float64) for _ in ts]
+    ours, z0 = [], torch.zeros(shape, dtype=torch.float64)
+    for i, t in enumerate(ts):
+        z_t = ds.add_noise(z0, i, noise=fresh[i])
+        ours.append(z_t)
+        z0 = ds.step(z_t, process.to_epsilon(v_model(z_t, t), z_t, alphas[t], "v_prediction"), i)
+    latents = ours[0].clone()
+    for i, t in enumerate(ts):
+        err = (latents - ours[i]).abs().max().item()
+        assert err < 1e-5, f"step {i} (t={int(t)}): max abs difference {err}"
+        noise = fresh[i + 1] if i + 1 < len(ts) else None
+        latents = sched.step(v_model(latents, t), t, latents, eta=eta, variance_noise=noise).prev_sample
+
+
+def test_x0_and_v_conversions_agree_with_diffusers_and_unknown_types_are_named():
+    sched = DDIMScheduler(**{**SCHEDULER_CONFIG, "prediction_type": "sample"})
+    sched.set_timesteps(10)
+    t = sched.timesteps[3]
+    a = sched.alphas_cumprod.double()[t]
+    z_t = torch.randn(1, 4, 4, 4, dtype=torch.float64)
+    x0 = torch.randn(1, 4, 4, 4, dtype=torch.float64)
+    eps = process.to_epsilon(x0, z_t, a, "sample")
+    assert torch.allclose(process.tweedie(z_t, eps, a), x0, atol=1e-10)
+    with pytest.raises(ValueError, match=r"my-model: scheduler prediction_type='flow' is not supported"):
+        process.check_prediction_type("flow", "my-model")

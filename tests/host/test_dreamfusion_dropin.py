@@ -35,3 +35,12 @@ def test_dreamfusion_sd_trains_on_cpu(guidance, tiny_sd, tmp_path):
         assert timesteps[0] == 980 and timesteps[-1] == 20  # max_step -> min_step over the run's 3 steps
         assert "the schedule follows trainer.max_steps" in run.log
         assert all(a > b for a, b in zip(timesteps, timesteps[1:]))
+
+
+def test_dreamfusion_sd_trains_with_dreamsampler_on_a_v_prediction_model(tiny_sd_v, tmp_path):
+    """The drop-in on an SD 2.x-shaped (v-predicting) pipeline: the same run, finite losses, the schedule spread."""
+    run = run_config(threestudio_root() / "configs" / "dreamfusion-sd.yaml", tmp_path, tiny_sd_v, STEPS,
+                     ["system.guidance_type=dreamsampler-guidance"])
+    assert_finite_losses(run)
+    assert run.series("train/timestep") == [980.0, 500.0, 20.0]
+    assert_sane_image(run.images(f"save/it{STEPS}-0.png")[0])

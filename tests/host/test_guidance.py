@@ -267,3 +267,24 @@ def test_renders_are_encoded_at_the_models_native_resolution(ts, tiny_sd, prompt
     out = g(torch.rand(1, 64, 64, 3), prompt_utils, **cams(1))
     assert seen == [(native, native)]
     assert out["target_rgb"].shape == (1, native, native, 3) and torch.isfinite(out["loss_pixel"])
+
+
+def test_a_v_prediction_model_is_read_as_v(ts, tiny_sd_v):
+    """On an SD 2.x-shaped pipeline (v-predicting UNet) the guidance's eps is the one diffusers' DDIM
+    step implies from v (via its pred_original_sample), not the raw output."""
+    from diffusers import DDIMScheduler
+
+    g = make_guidance(ts, tiny_sd_v)
+    assert g.prediction_type == "v_prediction"
+    gen = torch.Generator().manual_seed(0)
+    z_t, emb = torch.randn(1, 4, 8, 8, generator=gen), torch.randn(1, 77, 32, generator=gen)
+    t = torch.tensor([500])
+    with torch.no_grad():
+        v = g.unet(z_t, t, encoder_hidden_states=emb).sample
+        ours = g.forward_unet(z_t, t, emb)
+    sched = DDIMScheduler.from_pretrained(tiny_sd_v, subfolder="scheduler")
+    sched.set_timesteps(20)
+    x0 = sched.step(v, 500, z_t).pred_original_sample
+    a = sched.alphas_cumprod[500]
+    reference = (z_t - a.sqrt() * x0) / (1 - a).sqrt()
+    assert torch.allclose(ours, reference, atol=1e-5) and not torch.allclose(ours, v, atol=1e-3)

@@ -185,7 +185,7 @@ def test_inpaint_config_and_table2_script_give_the_same_image(tmp_path, tiny_sd)
                   f'system.null_prompt="{table2.NULL_TEXT}"', f'system.regions=[{{prompt: "{prompt}", rect: {rect}}}]')
 
     pipe = StableDiffusionPipeline.from_pretrained(tiny_sd, safety_checker=None)
-    model = LatentModel(pipe.vae, pipe.unet, pipe.tokenizer, pipe.text_encoder)
+    model = LatentModel(pipe.vae, pipe.unet, pipe.tokenizer, pipe.text_encoder, pipe.scheduler)
     args = argparse.Namespace(device="cpu", nfe=steps, size=SIZE, noise=noise, seed=seed)
     out = tmp_path / "script"
     out.mkdir()

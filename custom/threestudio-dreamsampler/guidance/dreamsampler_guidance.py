@@ -24,7 +24,7 @@ from threestudio.utils.typing import *
 
 from dreamsampler import distill
 from dreamsampler.diffusion import DreamSampler, decreasing_timesteps, index_for_step
-from dreamsampler.diffusion.process import cfg, forward_noise, perp_neg_cfg, tweedie
+from dreamsampler.diffusion.process import check_prediction_type, cfg, forward_noise, perp_neg_cfg, to_epsilon, tweedie
 from dreamsampler.diffusion.latent_model import native_resolution
 from dreamsampler.diffusion.schedules import TIMESTEP_SCHEDULES
 from dreamsampler.distill.lmc import FixedNoise, load_corrective
@@ -100,6 +100,8 @@ class DreamSamplerGuidance(BaseObject):
         # renders are resized to the model's native resolution (512 for SD 1.5 / 2.1-base, 768 for 2.1)
         self.resolution = native_resolution(self.unet.config, self.vae.config)
         self.scheduler = scheduler
+        model = f"guidance.pretrained_model_name_or_path={self.cfg.pretrained_model_name_or_path!r}"
+        self.prediction_type = check_prediction_type(scheduler.config.prediction_type, model)
         self.num_train_timesteps = scheduler.config.num_train_timesteps
         self.alphas: Float[Tensor, "T"] = scheduler.alphas_cumprod.to(self.device)
         self.grad_clip_val: Optional[float] = None
@@ -182,12 +184,14 @@ class DreamSamplerGuidance(BaseObject):
     # ------------------------------------------------------------ model calls
     @torch.amp.autocast("cuda", enabled=False)
     def forward_unet(self, latents, t, encoder_hidden_states):
+        """eps(z_t, t, c) whatever the model predicts (epsilon, or v for SD 2.x at 768: ``process.to_epsilon``)."""
         input_dtype = latents.dtype
-        return self.unet(
+        out = self.unet(
             latents.to(self.weights_dtype),
             t.to(self.weights_dtype),
             encoder_hidden_states=encoder_hidden_states.to(self.weights_dtype),
         ).sample.to(input_dtype)
+        return to_epsilon(out, latents, self._alpha(t, latents), self.prediction_type)
 
     @torch.amp.autocast("cuda", enabled=False)
     def encode_images(self, imgs: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B 4 h w"]:

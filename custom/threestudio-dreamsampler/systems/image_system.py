@@ -93,7 +93,7 @@ class DreamSamplerImage(RunFingerprintMixin, BaseSystem):
         field_name = "system.pretrained_model_name_or_path"
         vae, unet, scheduler = load_sd_components(cfg.pretrained_model_name_or_path, dtype, device, field_name=field_name)
         tokenizer, text_encoder = load_text_encoder(cfg.pretrained_model_name_or_path, dtype, device, field_name)
-        self.model = LatentModel(vae, unet, tokenizer, text_encoder)
+        self.model = LatentModel(vae, unet, tokenizer, text_encoder, scheduler)
         f = self.model.latent_factor
         if cfg.image_size is None:
             cfg.image_size = self.model.resolution

@@ -10,6 +10,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from .process import check_prediction_type, to_epsilon
+
 
 def load_text_encoder(model: str, dtype: torch.dtype, device, field_name: str = "pretrained_model_name_or_path"):
     """(tokenizer, text_encoder) from the ``tokenizer`` / ``text_encoder`` subfolders of ``model``, frozen."""
@@ -50,12 +52,15 @@ def model_resolution(model: str, field_name: str = "pretrained_model_name_or_pat
 
 class LatentModel:
     """eps / encode / decode / text over loaded diffusers modules (float weights of any dtype; inputs and
-    outputs keep the caller's dtype)."""
+    outputs keep the caller's dtype). ``scheduler`` (the model's own) says what the UNet predicts:
+    epsilon, v (SD 2.x at 768) or x0; :meth:`eps` always returns epsilon (``process.to_epsilon``)."""
 
-    def __init__(self, vae, unet, tokenizer, text_encoder):
+    def __init__(self, vae, unet, tokenizer, text_encoder, scheduler):
         self.vae, self.unet, self.tokenizer, self.text_encoder = vae, unet, tokenizer, text_encoder
         self.scale = float(vae.config.scaling_factor)
         self.dtype = unet.dtype
+        self.prediction_type = check_prediction_type(scheduler.config.prediction_type, "the model's scheduler")
+        self.alphas_cumprod = scheduler.alphas_cumprod
 
     @property
     def latent_factor(self) -> int:
@@ -70,8 +75,8 @@ class LatentModel:
     def eps(self, z: Tensor, t: int, emb: Tensor) -> Tensor:
         """eps_theta(z_t, t, c) for a batch of latents and matching text embeddings."""
         t = torch.as_tensor(t, dtype=torch.long, device=z.device)
-        out = self.unet(z.to(self.dtype), t, encoder_hidden_states=emb.to(self.dtype)).sample
-        return out.to(z.dtype)
+        out = self.unet(z.to(self.dtype), t, encoder_hidden_states=emb.to(self.dtype)).sample.to(z.dtype)
+        return to_epsilon(out, z, self.alphas_cumprod[t.cpu()].view(-1, 1, 1, 1), self.prediction_type)
 
     def encode(self, x: Tensor) -> Tensor:
         """E(x): the posterior mean of the VAE encoder, scaled (x in [-1, 1], [B, 3, H, W])."""

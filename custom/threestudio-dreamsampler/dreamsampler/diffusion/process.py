@@ -7,6 +7,8 @@ With ``a = abar_t`` (the cumulative product of the model's schedule at timestep 
     CFG                 eps_w = eps(null) + w (eps(c) - eps(null))                    (eq. 6)
     carried noise       eps~  = (sqrt(1 - a_to - sigma^2) eps^ + sigma e) / sqrt(1 - a_to)   (eq. 5)
     DDIM's sigma        sigma = eta sqrt((1 - a_to) / (1 - a_from)) sqrt(1 - a_from / a_to)
+    v to epsilon        eps   = sqrt(a) v + sqrt(1 - a) z_t      (v = sqrt(a) eps - sqrt(1 - a) z0, SD 2.x)
+    x0 to epsilon       eps   = (z_t - sqrt(a) x0) / sqrt(1 - a)
 
 ``a_from`` is the (noisier) level the prediction eps^ was made at and ``a_to`` the level the noise
 is carried to. ``alpha_bar`` arguments broadcast against the tensors (a float, a 0-d tensor or
@@ -73,6 +75,31 @@ def perp_neg_cfg(eps_cond: Tensor, eps_uncond: Tensor, eps_neg: Tensor, neg_weig
         e_neg = eps_neg[n::k] - eps_uncond
         accum = accum + neg_weights[:, n].view(-1, *([1] * (e_pos.dim() - 1))) * perpendicular_component(e_neg, e_pos)
     return eps_uncond + scale * (e_pos + accum)
+
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def check_prediction_type(prediction_type: str, where: str) -> str:
+    """``prediction_type`` if the core converts it, else an error naming the model (``where``) and the field."""
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(
+            f"{where}: scheduler prediction_type={prediction_type!r} is not supported; "
+            f"this project converts {PREDICTION_TYPES} to epsilon"
+        )
+    return prediction_type
+
+
+def to_epsilon(pred: Latent, z_t: Latent, alpha_bar: Level, prediction_type: str) -> Latent:
+    """The model's output as the noise prediction eps every formula here uses (epsilon / v / x0 models)."""
+    if prediction_type == "epsilon":
+        return pred
+    a = _level(alpha_bar, z_t)
+    if prediction_type == "v_prediction":
+        return _sqrt(a) * pred + _sqrt(1 - a) * z_t
+    if prediction_type == "sample":
+        return (z_t - _sqrt(a) * pred) / _sqrt(1 - a)
+    raise ValueError(f"prediction_type={prediction_type!r} is not one of {PREDICTION_TYPES}")
 
 
 def ddim_sigma(a_from: Level, a_to: Level, eta: float, like: Tensor) -> Tensor:

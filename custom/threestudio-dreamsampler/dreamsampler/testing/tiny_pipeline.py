@@ -78,10 +78,13 @@ def tiny_vocabulary():
     return {t: i for i, t in enumerate(tokens)}, merges
 
 
-def build_tiny_pipeline(out_dir, seed: int = 0, overwrite: bool = False, sample_size: int = 64) -> str:
+def build_tiny_pipeline(
+    out_dir, seed: int = 0, overwrite: bool = False, sample_size: int = 64, prediction_type: str = "epsilon"
+) -> str:
     """Build and save the tiny pipeline under ``out_dir``; returns the path (reused if present).
 
     ``sample_size`` is the UNet's latent size: the native resolution is 8x that (512 by default, as SD 1.5).
+    ``prediction_type="v_prediction"`` makes it shaped like Stable Diffusion 2.x at 768 (a v-predicting UNet).
     """
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -134,7 +137,7 @@ def build_tiny_pipeline(out_dir, seed: int = 0, overwrite: bool = False, sample_
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=DDIMScheduler(**SCHEDULER_CONFIG),
+        scheduler=DDIMScheduler(**{**SCHEDULER_CONFIG, "prediction_type": prediction_type}),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
