@@ -23,6 +23,7 @@ from typing import Iterator, List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from dreamsampler.diffusion.process import check_prediction_type, to_epsilon
 from dreamsampler.distill.lmc import CorrectiveUNet, save_corrective, train_corrective
 
 SKIMAGE_SAMPLES = ("astronaut", "chelsea", "coffee", "rocket")
@@ -83,7 +84,7 @@ def random_batches(latents: List[Tensor], batch_size: int, crop: int, t_range: T
 
 
 def load_model(model: str, device, dtype):
-    """(vae, unet, empty-prompt embedding, alphas_cumprod) of a diffusers Stable Diffusion model."""
+    """(vae, unet, empty-prompt embedding, alphas_cumprod, prediction type) of a diffusers Stable Diffusion model."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -94,8 +95,9 @@ def load_model(model: str, device, dtype):
     ids = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
     with torch.no_grad():
         null = text_encoder(ids.to(device))[0]
-    alphas = DDIMScheduler.from_pretrained(model, subfolder="scheduler").alphas_cumprod.to(device)
-    return vae, unet.requires_grad_(False), null, alphas
+    scheduler = DDIMScheduler.from_pretrained(model, subfolder="scheduler")
+    prediction_type = check_prediction_type(scheduler.config.prediction_type, f"--model {model}")
+    return vae, unet.requires_grad_(False), null, scheduler.alphas_cumprod.to(device), prediction_type
 
 
 def parse_args(argv=None):
@@ -137,14 +139,15 @@ def main(argv=None) -> Path:
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    vae, unet, null, alphas = load_model(args.model, device, dtype)
+    vae, unet, null, alphas, prediction_type = load_model(args.model, device, dtype)
     if args.t_max >= alphas.numel():
         raise SystemExit(f"--t-max {args.t_max} is beyond the model's {alphas.numel()} timesteps")
     latents = encode(vae, load_images(args.images, args.resolution), device, dtype)
     del vae
 
     def eps_uncond(z_t: Tensor, t: Tensor) -> Tensor:
-        return unet(z_t.to(dtype), t, encoder_hidden_states=null.expand(z_t.shape[0], -1, -1)).sample.float()
+        out = unet(z_t.to(dtype), t, encoder_hidden_states=null.expand(z_t.shape[0], -1, -1)).sample.float()
+        return to_epsilon(out, z_t, alphas[t].view(-1, 1, 1, 1), prediction_type)
 
     k = CorrectiveUNet(in_channels=latents[0].shape[0], base_channels=args.base_channels, depth=args.depth,
                        num_train_timesteps=alphas.numel()).to(device)

@@ -124,7 +124,8 @@ def test_corrective_unet_shapes_and_timestep_input():
 def test_trainer_lowers_its_loss_on_a_fixed_batch(tiny_sd):
     """The script's pieces (images, VAE, the UNet's eps_u) and the core trainer on one fixed batch."""
     script = load_train_script()
-    vae, unet, null, alphas = script.load_model(tiny_sd, "cpu", torch.float32)
+    vae, unet, null, alphas, prediction_type = script.load_model(tiny_sd, "cpu", torch.float32)
+    assert prediction_type == "epsilon"
     latents = script.encode(vae, script.load_images(None, 64), "cpu", torch.float32)
     assert len(latents) == 4 and all(z.shape[0] == 4 and min(z.shape[1:]) == 8 for z in latents)
     g = torch.Generator().manual_seed(0)
