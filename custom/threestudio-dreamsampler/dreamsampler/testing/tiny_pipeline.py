@@ -54,15 +54,16 @@ WORDS = (
 ).split()
 
 
-def tiny_vocabulary():
-    """(vocab, merges) of a byte-level CLIP BPE: every byte alone or word-final, plus ``WORDS``.
+def tiny_vocabulary(words=WORDS):
+    """(vocab, merges) of a byte-level CLIP BPE: every byte alone or word-final, plus ``words`` (default
+    :data:`WORDS`; the miniature world model passes its grammar's words).
 
     Each word is built by left-to-right merges (c1+c2, then +c3, ...), so it encodes to one token.
     """
     chars = _byte_vocab()
     tokens = chars + [c + "</w>" for c in chars]
     merges, seen = [], set(tokens)
-    for word in WORDS:
+    for word in words:
         pieces = list(word[:-1]) + [word[-1] + "</w>"]
         left = pieces[0]
         for right in pieces[1:]:
