@@ -1,0 +1,105 @@
+"""Read colour, shape, count, position and size back from (generated) world images, and score the reader.
+
+Icons are read analytically (``icon_reader``). Objects: shape and colour come from the small CNN
+(``object_classifier``; shading makes analytic rules unreliable there), count, position and size from
+the silhouette (non-white connected regions), as fractions of the image width.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+
+import torch
+
+from .dataset import world_image
+from .icon_reader import MIN_AREA, _components, read_icon
+from .object_classifier import classify_objects, load_object_classifier
+
+POSITION_TOL = 0.03  # fraction of the width (2 px at 64)
+SIZE_TOL = 0.25  # relative: blur takes the thin tips off small stars (up to about 20% of the radius)
+NON_WHITE = 0.1  # a pixel belongs to an object when some channel is this far below 1
+ATTRIBUTES = ("colour", "shape", "count", "position", "size")
+
+
+def _silhouettes(image: torch.Tensor):
+    """(centroid (x, y), circumradius) of each non-white region of one image, as width fractions."""
+    _, h, w = image.shape
+    mask = (1 - image.clamp(0, 1)).amax(0) > NON_WHITE
+    comps = _components(mask)
+    ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    out = []
+    for k in comps.unique()[1:]:
+        m = comps == k
+        if m.sum() < MIN_AREA:
+            continue
+        cx, cy = xs[m].mean().item(), ys[m].mean().item()
+        r = torch.sqrt((xs[m] - cx) ** 2 + (ys[m] - cy) ** 2).max().item() + 0.5
+        out.append(((cx / w, cy / h), r / w))
+    return out
+
+
+class Reader:
+    """``reader(images [B,3,64,64] in [0,1], domain)`` -> one dict per image with lists ``colours``,
+    ``shapes``, ``positions``, ``sizes`` and ``count``."""
+
+    def __init__(self, classifier=None):
+        self._classifier = classifier
+
+    @property
+    def classifier(self):
+        if self._classifier is None:
+            self._classifier = load_object_classifier()
+        return self._classifier
+
+    def __call__(self, images: torch.Tensor, domain: str) -> list:
+        if images.dim() == 3:
+            images = images[None]
+        if domain == "icon":
+            return [read_icon(img) for img in images]
+        if domain != "object":
+            raise ValueError(domain)
+        shapes, colours = classify_objects(self.classifier, images)
+        out = []
+        for img, s, c in zip(images, shapes, colours):
+            sil = _silhouettes(img)
+            out.append(dict(shapes=[s], colours=[c], positions=[p for p, _ in sil], sizes=[r for _, r in sil], count=len(sil)))
+        return out
+
+
+def _matched(read: dict, attrs) -> tuple:
+    """(position ok, size ok) after matching read shapes to true ones by nearest positions."""
+    if read["count"] != attrs.count:
+        return False, False
+    best = min(
+        itertools.permutations(range(attrs.count)),
+        key=lambda p: sum(math.dist(read["positions"][i], attrs.positions[j]) for i, j in zip(p, range(attrs.count))),
+    )
+    pos_ok = all(math.dist(read["positions"][i], attrs.positions[j]) <= POSITION_TOL for j, i in enumerate(best))
+    size_ok = all(abs(read["sizes"][i] / attrs.sizes[j] - 1) <= SIZE_TOL for j, i in enumerate(best))
+    return pos_ok, size_ok
+
+
+def reader_accuracy(domain: str, n: int = 500, start: int = 0, reader: Reader | None = None) -> dict:
+    """Per-attribute accuracy of the reader on ``n`` held-out world images of ``domain`` (eval split
+    from index ``start``). An image counts as right for an attribute when all its shapes are: colours
+    and shapes as multisets, count exactly, positions within POSITION_TOL and sizes within SIZE_TOL.
+    Objects are scored on colour, shape and count (their true position and size are in world units)."""
+    reader = reader or Reader()
+    hits, batch = Counter(), []
+    for i in range(start, start + n):
+        img, _, attrs = world_image("eval", i, domain)
+        batch.append((img, attrs))
+    for k in range(0, n, 64):
+        chunk = batch[k : k + 64]
+        reads = reader(torch.stack([b[0] for b in chunk]), domain)
+        for read, (_, attrs) in zip(reads, chunk):
+            hits["colour"] += Counter(read["colours"]) == Counter(attrs.colours)
+            hits["shape"] += Counter(read["shapes"]) == Counter(attrs.shapes)
+            hits["count"] += read["count"] == attrs.count
+            if domain == "icon":
+                pos_ok, size_ok = _matched(read, attrs)
+                hits["position"] += pos_ok
+                hits["size"] += size_ok
+    keys = ATTRIBUTES if domain == "icon" else ("colour", "shape", "count")
+    return {key: hits[key] / n for key in keys} | {"images": n}

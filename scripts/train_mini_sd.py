@@ -1,0 +1,459 @@
+"""Train a miniature Stable Diffusion (VAE, CLIP text encoder, UNet) on the procedural world.
+
+Two phases on a fixed pool of the first ``--pool`` training images of ``dreamsampler.world``: the
+AutoencoderKL (64x64 RGB <-> 4 x 16 x 16 latent), then the UNet2DConditionModel together with a small
+CLIPTextModel (word-level tokenizer: one token per grammar word, bytes for anything else) on the
+frozen VAE's latents, epsilon prediction under SD's scaled-linear schedule, captions dropped to ""
+10% of the time for classifier-free guidance, EMA weights saved. The result is a diffusers folder
+written with ``save_pretrained`` (safetensors) plus a model card.
+
+Resumable: a checkpoint goes to ``<work>/checkpoint.pt`` every ``--ckpt-minutes``; ``--resume`` picks
+it up (the batch indices and noise of step k depend only on the seed and k, so a resumed run sees
+the same data as an uninterrupted one).
+
+    python scripts/train_mini_sd.py --out DIR --work WORK_DIR [--resume]
+    python scripts/train_mini_sd.py --out DIR --work WORK_DIR --quick   # 20+20 steps in seconds
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting threads slow a shared machine
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from dreamsampler.metrics import psnr
+from dreamsampler.testing.tiny_pipeline import SCHEDULER_CONFIG, tiny_vocabulary
+from dreamsampler.world import WORDS, WorldDataset
+
+MAX_TOKENS = 32
+CAPTION_DROPOUT = 0.1
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="diffusers folder to write")
+    p.add_argument("--work", required=True, help="checkpoint, pool cache and log folder")
+    p.add_argument("--resume", action="store_true", help="continue from <work>/checkpoint.pt")
+    p.add_argument("--quick", action="store_true", help="smoke run: tiny pool, 20 steps per phase")
+    p.add_argument("--max-steps", type=int, default=None, help="stop each phase after this many steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pool", type=int, default=30000, help="training images (the first N of the train split)")
+    p.add_argument("--eval-images", type=int, default=256, help="held-out images for PSNR and validation loss")
+    p.add_argument("--vae-steps", type=int, default=6000)
+    p.add_argument("--vae-batch", type=int, default=32)
+    p.add_argument("--vae-lr", type=float, default=1e-3)
+    p.add_argument("--vae-channels", default="32,64,64", help="encoder/decoder widths; n levels -> /2^(n-1)")
+    p.add_argument("--kl-weight", type=float, default=1e-6)
+    p.add_argument("--unet-steps", type=int, default=20000)
+    p.add_argument("--unet-batch", type=int, default=64)
+    p.add_argument("--unet-lr", type=float, default=5e-4)
+    p.add_argument("--unet-channels", default="64,128,128")
+    p.add_argument("--unet-attn", default="0,1,1", help="1 where a UNet level has cross-attention")
+    p.add_argument("--layers-per-block", type=int, default=1)
+    p.add_argument("--text-width", type=int, default=64)
+    p.add_argument("--text-layers", type=int, default=2)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--ckpt-minutes", type=float, default=5.0)
+    args = p.parse_args(argv)
+    if args.quick:  # a tiny architecture and batch, so the smoke run takes seconds
+        args.pool, args.eval_images, args.max_steps = 128, 32, args.max_steps or 20
+        args.vae_steps = args.unet_steps = args.max_steps
+        args.vae_channels, args.unet_channels, args.unet_attn, args.text_width = "8,16,16", "16,32", "0,1", 32
+        args.vae_batch = args.unet_batch = 8
+    if args.max_steps is not None:
+        args.vae_steps, args.unet_steps = min(args.vae_steps, args.max_steps), min(args.unet_steps, args.max_steps)
+    return args
+
+
+def ints(s: str):
+    return tuple(int(v) for v in s.split(","))
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def build_models(args):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(args.seed)
+    vch = ints(args.vae_channels)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=vch,
+        down_block_types=("DownEncoderBlock2D",) * len(vch),
+        up_block_types=("UpDecoderBlock2D",) * len(vch),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=64,
+        scaling_factor=1.0,  # set from the latents' spread after the VAE phase
+    )
+    vocab, merges = tiny_vocabulary(WORDS)  # every grammar word one token
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_TOKENS)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=args.text_width,
+            intermediate_size=2 * args.text_width,
+            num_hidden_layers=args.text_layers,
+            num_attention_heads=4,
+            max_position_embeddings=MAX_TOKENS,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    uch, attn = ints(args.unet_channels), ints(args.unet_attn)
+    unet = UNet2DConditionModel(
+        sample_size=64 // 2 ** (len(vch) - 1),
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=uch,
+        layers_per_block=args.layers_per_block,
+        down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attn),
+        up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)),
+        cross_attention_dim=args.text_width,
+        attention_head_dim=4,
+        norm_num_groups=8,
+    )
+    return vae, tokenizer, text_encoder, unet
+
+
+def n_params(m) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_pool(work: Path, n: int, split: str = "train"):
+    """The first ``n`` images of ``split`` as uint8 [n,3,64,64] and their captions (cached in ``work``)."""
+    cache = work / f"pool-{split}-{n}.pt"
+    if cache.exists():
+        d = torch.load(cache)
+        return d["images"], d["captions"]
+    images, captions = [], []
+    ds = WorldDataset(split, batch_size=250 if n >= 250 else n)
+    for k in tqdm(range((n + ds.batch_size - 1) // ds.batch_size), desc=f"world {split} pool", mininterval=30):
+        x, c, _ = ds.batch(k)
+        images.append((x * 255).round().to(torch.uint8))
+        captions += c
+    images = torch.cat(images)[:n]
+    torch.save({"images": images, "captions": captions[:n]}, cache)
+    return images, captions[:n]
+
+
+def to_model(x_uint8):
+    return x_uint8.float() / 127.5 - 1.0
+
+
+def tokenize(tokenizer, captions):
+    return tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
+
+
+def step_generator(seed: int, phase: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + phase * 100_000_007 + step)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def lr_at(step, total, base):
+    """Linear warmup (200 steps, or a tenth of a short run), then cosine decay to 10% of ``base``."""
+    warmup = min(200, max(1, total // 10))
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * (0.1 + 0.45 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
+
+
+def vae_loss(vae, x, g, kl_weight):
+    post = vae.encode(x).latent_dist
+    z = post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(x.device)
+    rec = vae.decode(z).sample
+    mse = F.mse_loss(rec, x)
+    kl = post.kl().mean() / x[0].numel()
+    return mse + kl_weight * kl, mse
+
+
+@torch.no_grad()
+def vae_round_trip_psnr(vae, images_uint8):
+    """Mean PSNR (dB, images in [0,1]) of the VAE round trip (posterior mean)."""
+    vals = []
+    for i in range(0, len(images_uint8), 64):
+        x = to_model(images_uint8[i : i + 64]).to(vae.device)
+        rec = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+        vals.append(psnr((rec + 1) / 2, (x + 1) / 2))
+    return torch.cat(vals).mean().item()
+
+
+@torch.no_grad()
+def encode_pool(vae, images_uint8):
+    means, stds = [], []
+    for i in range(0, len(images_uint8), 128):
+        post = vae.encode(to_model(images_uint8[i : i + 128]).to(vae.device)).latent_dist
+        means.append(post.mean.cpu())
+        stds.append(post.std.cpu())
+    return torch.cat(means), torch.cat(stds)
+
+
+def unet_loss(unet, text_encoder, sched, z0, ids, g):
+    noise = torch.randn(z0.shape, generator=g).to(z0.device)
+    t = torch.randint(0, sched.config.num_train_timesteps, (len(z0),), generator=g).to(z0.device)
+    zt = sched.add_noise(z0, noise, t)
+    cond = text_encoder(ids)[0]
+    return F.mse_loss(unet(zt, t, encoder_hidden_states=cond).sample, noise)
+
+
+def ema_update(ema_modules, modules, decay):
+    with torch.no_grad():
+        for em, m in zip(ema_modules, modules):
+            for pe, p in zip(em.parameters(), m.parameters()):
+                pe.lerp_(p, 1 - decay)
+
+
+class Trainer:
+    """Both phases, checkpointing and the final save."""
+
+    def __init__(self, args):
+        from diffusers import DDPMScheduler
+
+        self.args, self.work = args, Path(args.work)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.vae, self.tokenizer, self.text_encoder, self.unet = build_models(args)
+        for m in (self.vae, self.text_encoder, self.unet):
+            m.to(self.device)
+        self.sched = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k not in ("set_alpha_to_one", "steps_offset")})
+        self.vae_opt = torch.optim.AdamW(self.vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
+        self.opt = torch.optim.AdamW(
+            list(self.unet.parameters()) + list(self.text_encoder.parameters()), lr=args.unet_lr, weight_decay=0.01
+        )
+        self.ema = [copy.deepcopy(self.unet).requires_grad_(False), copy.deepcopy(self.text_encoder).requires_grad_(False)]
+        self.state = dict(phase=0, step=0, wall_s=0.0, cpu_s=0.0, history=[], scaling_factor=None, vae_psnr=None)
+        self.ckpt = self.work / "checkpoint.pt"
+        if args.resume and self.ckpt.exists():
+            self.load()
+
+    # -- checkpoints
+    def save(self):
+        blob = dict(
+            state=self.state,
+            vae=self.vae.state_dict(),
+            vae_opt=self.vae_opt.state_dict(),
+            unet=self.unet.state_dict(),
+            text=self.text_encoder.state_dict(),
+            opt=self.opt.state_dict(),
+            ema_unet=self.ema[0].state_dict(),
+            ema_text=self.ema[1].state_dict(),
+            args=vars(self.args),
+        )
+        tmp = self.ckpt.with_suffix(".tmp")
+        torch.save(blob, tmp)
+        os.replace(tmp, self.ckpt)
+
+    def load(self):
+        blob = torch.load(self.ckpt, weights_only=False)
+        self.state = blob["state"]
+        self.vae.load_state_dict(blob["vae"])
+        self.vae_opt.load_state_dict(blob["vae_opt"])
+        self.unet.load_state_dict(blob["unet"])
+        self.text_encoder.load_state_dict(blob["text"])
+        self.opt.load_state_dict(blob["opt"])
+        self.ema[0].load_state_dict(blob["ema_unet"])
+        self.ema[1].load_state_dict(blob["ema_text"])
+        print(f"resumed: phase {self.state['phase']} step {self.state['step']} ({self.state['wall_s'] / 60:.1f} min so far)")
+
+    # -- main loop
+    def run(self):
+        a = self.args
+        t_start, c_start, last_ckpt = time.time(), time.process_time(), time.time()
+        wall0, cpu0 = self.state["wall_s"], self.state["cpu_s"]
+        pool, captions = load_pool(self.work, a.pool)
+        held_out, held_caps = load_pool(self.work, a.eval_images, "eval")
+        total = a.vae_steps + a.unet_steps
+        bar = tqdm(total=total, initial=self.state["step"] + (a.vae_steps if self.state["phase"] == 1 else 0),
+                   mininterval=30 if not sys.stderr.isatty() else 0.5, desc="mini-sd")
+
+        def tick(loss, extra=None):
+            self.state["step"] += 1
+            self.state["wall_s"] = wall0 + time.time() - t_start
+            self.state["cpu_s"] = cpu0 + time.process_time() - c_start
+            bar.update(1)
+            bar.set_postfix(phase=("vae", "unet")[self.state["phase"]], loss=f"{loss:.4f}", **(extra or {}))
+            if self.state["step"] % 50 == 0:
+                self.state["history"].append((self.state["phase"], self.state["step"], loss))
+            nonlocal last_ckpt
+            if time.time() - last_ckpt > 60 * a.ckpt_minutes:
+                self.save()
+                last_ckpt = time.time()
+
+        if self.state["phase"] == 0:
+            fixed = to_model(held_out[:64]).to(self.device)
+            g0 = step_generator(a.seed, 9, 0)
+            with torch.no_grad():
+                self.state.setdefault("vae_val_start", vae_loss(self.vae, fixed, g0, a.kl_weight)[1].item())
+            while self.state["step"] < a.vae_steps:
+                s = self.state["step"]
+                g = step_generator(a.seed, 0, s)
+                for group in self.vae_opt.param_groups:
+                    group["lr"] = lr_at(s, a.vae_steps, a.vae_lr)
+                x = to_model(pool[torch.randint(len(pool), (a.vae_batch,), generator=g)]).to(self.device)
+                loss, mse = vae_loss(self.vae, x, g, a.kl_weight)
+                self.vae_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.vae_opt.step()
+                tick(mse.item())
+            with torch.no_grad():
+                self.state["vae_val_end"] = vae_loss(self.vae, fixed, step_generator(a.seed, 9, 0), a.kl_weight)[1].item()
+            self.state["vae_psnr"] = vae_round_trip_psnr(self.vae, held_out)
+            print(f"VAE held-out round-trip PSNR {self.state['vae_psnr']:.2f} dB")
+            self.state.update(phase=1, step=0)
+            self.save()
+            last_ckpt = time.time()
+
+        self.vae.requires_grad_(False).eval()
+        means, stds = encode_pool(self.vae, pool)
+        if self.state["scaling_factor"] is None:
+            self.state["scaling_factor"] = 1.0 / means.std().item()
+        sf = self.state["scaling_factor"]
+        ids = tokenize(self.tokenizer, captions)
+        empty = tokenize(self.tokenizer, [""])
+        hm, _ = encode_pool(self.vae, held_out[:128])
+        fixed_z, fixed_ids = (hm * sf).to(self.device), tokenize(self.tokenizer, held_caps[:128]).to(self.device)
+        fixed_g = step_generator(a.seed, 8, 0)
+        with torch.no_grad():
+            self.state.setdefault("unet_val_start", unet_loss(self.unet, self.text_encoder, self.sched, fixed_z, fixed_ids, copy.deepcopy(fixed_g)).item())
+        self.unet.train()
+        self.text_encoder.train()
+        while self.state["step"] < a.unet_steps:
+            s = self.state["step"]
+            g = step_generator(a.seed, 1, s)
+            for group in self.opt.param_groups:
+                group["lr"] = lr_at(s, a.unet_steps, a.unet_lr)
+            idx = torch.randint(len(pool), (a.unet_batch,), generator=g)
+            z0 = (means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=g)) * sf
+            drop = torch.rand(len(idx), generator=g) < CAPTION_DROPOUT
+            batch_ids = torch.where(drop[:, None], empty, ids[idx]).to(self.device)
+            z0 = z0.to(self.device)
+            loss = unet_loss(self.unet, self.text_encoder, self.sched, z0, batch_ids, g)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(list(self.unet.parameters()) + list(self.text_encoder.parameters()), 1.0)
+            self.opt.step()
+            ema_update(self.ema, (self.unet, self.text_encoder), min(a.ema, (1 + s) / (10 + s)))
+            tick(loss.item())
+        bar.close()
+        with torch.no_grad():
+            self.state["unet_val_end"] = unet_loss(self.unet, self.text_encoder, self.sched, fixed_z, fixed_ids, copy.deepcopy(fixed_g)).item()
+            self.state["unet_val_end_ema"] = unet_loss(self.ema[0], self.ema[1], self.sched, fixed_z, fixed_ids, copy.deepcopy(fixed_g)).item()
+        self.state["done"] = True
+        self.save()
+        self.export()
+
+    # -- output
+    def export(self):
+        from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+        a, out = self.args, Path(self.args.out)
+        for m in (self.vae, *self.ema):
+            m.to("cpu")
+        self.vae.register_to_config(scaling_factor=self.state["scaling_factor"])
+        pipe = StableDiffusionPipeline(
+            vae=self.vae,
+            text_encoder=self.ema[1],
+            tokenizer=self.tokenizer,
+            unet=self.ema[0],
+            scheduler=DDIMScheduler(**SCHEDULER_CONFIG),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        pipe.save_pretrained(str(out), safe_serialization=True)
+        summary = dict(
+            args=vars(a),
+            params=dict(vae=n_params(self.vae), text_encoder=n_params(self.text_encoder), unet=n_params(self.unet)),
+            **{k: v for k, v in self.state.items() if k != "history"},
+            torch_threads=torch.get_num_threads(),
+            device=str(self.device),
+        )
+        (self.work / "summary.json").write_text(json.dumps(summary, indent=1))
+        (self.work / "history.json").write_text(json.dumps(self.state["history"]))
+        (out / "README.md").write_text(model_card(summary))
+        print(json.dumps({k: summary[k] for k in ("params", "vae_psnr", "unet_val_start", "unet_val_end", "unet_val_end_ema", "wall_s", "cpu_s")}))
+
+
+QUALITY_MARK = "<!-- measured-quality -->"
+
+
+def model_card(s) -> str:
+    a, p = s["args"], s["params"]
+    return f"""---
+library_name: diffusers
+tags: [stable-diffusion, toy, procedural]
+---
+# mini-sd: a miniature Stable Diffusion trained on a procedural world
+
+A Stable-Diffusion-shaped pipeline (AutoencoderKL + CLIPTextModel + UNet2DConditionModel + DDIM) small
+enough to train on two CPU cores, for tests and demos that need a model which actually follows its
+prompt. Load it like any SD checkpoint:
+`StableDiffusionPipeline.from_pretrained(path, safety_checker=None)`.
+
+## The world
+
+`dreamsampler.world`: seeded, infinite, 64x64 RGB. Half the images are **icons** (one to three flat
+shapes - circle, square, triangle, star - in pure red, green, blue, yellow or black, random position,
+size and rotation, not overlapping, on white; captions like `a blue square and a yellow star`, phrases
+ordered left to right), half are **objects** (one shaded sphere, cube, cylinder or cone at the origin,
+Lambertian plus ambient light, on white, seen from threestudio-style random cameras - elevation
+-10..90, azimuth -180..180, distance 1.5..2.0, fovy 40..70 - or the 16-view ring at elevation 30; captions
+carry threestudio's view suffixes: `a red sphere, front view`). Training used the first {a['pool']} images of
+the training split (seeds 0..{a['pool'] - 1}); all evaluation uses the held-out split (seeds from 10^9).
+
+## Architecture
+
+| part | configuration | parameters |
+|---|---|---|
+| VAE | AutoencoderKL, widths {a['vae_channels']}, 4 latent channels, 64x64 -> 4x16x16, scaling factor {s['scaling_factor']:.4f} | {p['vae']:,} |
+| text encoder | CLIPTextModel, width {a['text_width']}, {a['text_layers']} layers, {MAX_TOKENS} tokens; tokenizer: one token per grammar word, byte fallback | {p['text_encoder']:,} |
+| UNet | UNet2DConditionModel, widths {a['unet_channels']}, cross-attention levels {a['unet_attn']}, {a['layers_per_block']} layer(s) per block | {p['unet']:,} |
+| scheduler | DDIMScheduler: scaled_linear betas 0.00085..0.012, 1000 steps, epsilon, set_alpha_to_one False, steps_offset 1 | |
+
+## Training
+
+Seed {a['seed']}. VAE: {a['vae_steps']} steps, batch {a['vae_batch']}, AdamW lr {a['vae_lr']} (warmup, cosine),
+MSE + {a['kl_weight']} KL. UNet + text encoder (jointly, VAE frozen): {a['unet_steps']} steps, batch {a['unet_batch']},
+AdamW lr {a['unet_lr']} (warmup, cosine), epsilon MSE, 10% of captions dropped to "" for classifier-free
+guidance, EMA {a['ema']} (the saved weights). Wall time {s['wall_s'] / 60:.1f} min on {s['device']} ({s['torch_threads']} torch threads, {s['cpu_s'] / 60:.1f} CPU-minutes; the
+wall time includes whatever else shared the machine).
+Held-out VAE round-trip PSNR {s['vae_psnr']:.2f} dB; held-out denoising loss {s['unet_val_start']:.4f} -> {s['unet_val_end']:.4f}
+(EMA weights {s['unet_val_end_ema']:.4f}).
+
+## Measured quality
+
+{QUALITY_MARK}
+Not measured yet: run `python scripts/eval_mini_sd.py --model <this folder>`.
+"""
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    Trainer(args).run()
+
+
+if __name__ == "__main__":
+    main()
