@@ -288,3 +288,20 @@ def test_a_v_prediction_model_is_read_as_v(ts, tiny_sd_v):
     a = sched.alphas_cumprod[500]
     reference = (z_t - a.sqrt() * x0) / (1 - a).sqrt()
     assert torch.allclose(ours, reference, atol=1e-5) and not torch.allclose(ours, v, atol=1e-3)
+
+
+MINI_SD = __import__("pathlib").Path(__file__).resolve().parents[2] / "custom/threestudio-dreamsampler/dreamsampler/world/mini-sd"
+
+
+@pytest.mark.skipif(not (MINI_SD / "model_index.json").exists(), reason="the trained mini-sd folder is absent")
+def test_the_miniature_world_model_is_guided_at_its_native_64(ts, tmp_path_factory):
+    """The trained mini-sd (64 px, 16x16 latents): a guidance step encodes the 64x64 render as it is."""
+    pu = make_prompt_utils(ts, str(MINI_SD), tmp_path_factory, "a red circle")
+    g = make_guidance(ts, str(MINI_SD), pixel_loss=True)
+    assert g.resolution == 64 and g.prediction_type == "epsilon"
+    seen = []
+    encode = g.encode_images
+    g.encode_images = lambda imgs: seen.append(tuple(imgs.shape[-2:])) or encode(imgs)
+    g.update_step(0, 0)
+    out = g(torch.rand(1, 64, 64, 3), pu, **cams(1))
+    assert seen == [(64, 64)] and torch.isfinite(out["loss_sds"]) and torch.isfinite(out["loss_pixel"])
