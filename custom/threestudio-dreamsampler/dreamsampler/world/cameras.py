@@ -4,8 +4,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
+from ..multiview.cameras import focal_from_fov, look_at, orbit_positions, rays
 from .attributes import Camera
 
 # threestudio's random-camera defaults for training (uncond / RandomCameraDataModule ranges)
@@ -33,24 +33,13 @@ def sample_camera(g: torch.Generator) -> Camera:
 
 
 def camera_to_world(cam: Camera) -> torch.Tensor:
-    """threestudio's c2w [4,4] of a camera looking at the origin with z up."""
-    el = math.radians(min(cam.elevation, 89.9))  # straight overhead has no defined right vector
-    az = math.radians(cam.azimuth)
-    pos = cam.distance * torch.tensor([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
-    lookat = F.normalize(-pos, dim=0)
-    right = F.normalize(torch.linalg.cross(lookat, torch.tensor([0.0, 0.0, 1.0])), dim=0)
-    up = F.normalize(torch.linalg.cross(right, lookat), dim=0)
-    c2w = torch.eye(4)
-    c2w[:3, :3] = torch.stack([right, up, -lookat], dim=1)
-    c2w[:3, 3] = pos
-    return c2w
+    """threestudio's c2w [4,4] of a camera looking at the origin with z up (``multiview.cameras``)."""
+    el = torch.tensor([min(cam.elevation, 89.9)])  # straight overhead has no defined right vector
+    return look_at(orbit_positions(el, torch.tensor([cam.azimuth]), torch.tensor([cam.distance])))[0]
 
 
 def camera_rays(c2w: torch.Tensor, fovy_deg: float, height: int, width: int):
     """World-space ray origins and unit directions [H,W,3] through pixel centres (threestudio's
-    get_ray_directions + get_rays)."""
-    focal = 0.5 * height / math.tan(0.5 * math.radians(fovy_deg))
-    j, i = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
-    d = torch.stack([(i - width / 2) / focal, -(j - height / 2) / focal, -torch.ones_like(i)], dim=-1)
-    d = F.normalize(d @ c2w[:3, :3].T, dim=-1)
-    return c2w[:3, 3].expand_as(d), d
+    get_ray_directions + get_rays, as ``multiview.cameras.rays``)."""
+    o, d = rays(c2w[None], height, width, focal_from_fov(math.radians(fovy_deg), height))
+    return o[0], d[0]
