@@ -30,7 +30,6 @@ import contextlib
 import os
 import sys
 import time
-from pathlib import Path
 
 import torch
 from diffusers import DDIMScheduler

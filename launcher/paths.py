@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterator, List, Tuple
 
 from omegaconf import OmegaConf
 
@@ -50,9 +50,9 @@ def _set(container, dotted: str, value) -> None:
     node[int(last[1:-1]) if last.startswith("[") else last] = value
 
 
-def anchor_paths(config: str, overrides: Sequence[str], cwd: str, threestudio_root: str) -> List[str]:
-    """Overrides that make the run's relative user paths absolute (see the module docstring)."""
-    cfg = OmegaConf.merge(OmegaConf.load(config), OmegaConf.from_dotlist([o for o in overrides if "=" in o]))
+def anchor_paths(cfg, cwd: str, threestudio_root: str) -> List[str]:
+    """Overrides that make the relative user paths of the run's config ``cfg`` (the file with its
+    overrides merged, ``run_threestudio.run_config``) absolute (see the module docstring)."""
     tree = OmegaConf.to_container(cfg, resolve=False)
     out, lists = [], {}
     for dotted, name, list_key, value in _leaves(tree):

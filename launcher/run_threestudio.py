@@ -154,26 +154,21 @@ def _overrides(argv: list) -> list:
     return [a for a in argv if "=" in a and not a.startswith("-")]
 
 
-def user_paths_here(argv: list, root: Path) -> list:
-    """Overrides making the run's relative file / folder paths absolute, taken from where the user is (paths.py)."""
+def run_config(argv: list):
+    """The run's config as launch.py will see it: the ``--config`` file with the overrides merged over it
+    (unresolved), or None without ``--config``."""
     config = config_path(argv)
     if config is None:
-        return []
-    from .paths import anchor_paths
+        return None
+    from omegaconf import OmegaConf
 
-    return anchor_paths(config, _overrides(argv), os.getcwd(), str(root))
+    return OmegaConf.merge(OmegaConf.load(config), OmegaConf.from_dotlist(_overrides(argv)))
 
 
-def schedule_follows_the_run(argv: list) -> list:
+def schedule_follows_the_run(cfg) -> list:
     """``system.guidance.trainer_max_steps=${trainer.max_steps}`` when the run uses dreamsampler-guidance
     and does not set it (threestudio's own configs, e.g. the drop-in on dreamfusion-sd.yaml): the
     decreasing schedule then spans the run instead of the guidance's default 10000 steps."""
-    config = config_path(argv)
-    if config is None:
-        return []
-    from omegaconf import OmegaConf
-
-    cfg = OmegaConf.merge(OmegaConf.load(config), OmegaConf.from_dotlist(_overrides(argv)))
     system = cfg.get("system") or {}
     guidance = system.get("guidance") or {}
     if system.get("guidance_type") != "dreamsampler-guidance" or "trainer_max_steps" in guidance:
@@ -182,17 +177,13 @@ def schedule_follows_the_run(argv: list) -> list:
     return ["system.guidance.trainer_max_steps=${trainer.max_steps}"]
 
 
-def check_tag_fields(argv: list) -> None:
+def check_tag_fields(cfg) -> None:
     """The fields a config's ``tag`` is made from (``${rmspace:${data.caption},_}``) must be set: an empty
     one would fail deep inside threestudio's config loading ('NoneType' has no attribute 'replace')."""
-    config = config_path(argv)
-    if config is None:
-        return
     import re
 
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.merge(OmegaConf.load(config), OmegaConf.from_dotlist(_overrides(argv)))
     tag = OmegaConf.to_container(cfg, resolve=False).get("tag", "")
     for key in re.findall(r"\$\{rmspace:\$\{([\w.\[\]]+)\}", str(tag)):
         node = OmegaConf.select(cfg, key, throw_on_missing=False, throw_on_resolution_failure=False)
@@ -282,7 +273,7 @@ def expand_smoke(argv: list) -> list:
     config = config_path(argv)
     if config is None:
         raise SystemExit("[run_threestudio] --smoke needs --config <yaml>")
-    user = [a for a in argv if "=" in a and not a.startswith("-")]
+    user = _overrides(argv)
     from dreamsampler.testing.tiny_pipeline import build_tiny_pipeline, default_location
 
     from .smoke import smoke_overrides
@@ -297,8 +288,12 @@ def main(argv=None) -> None:
     cpu = "--cpu" in argv or os.environ.get(CPU_ENV) == "1"
     argv = outputs_here(expand_smoke(expand_base(absolute_config([a for a in argv if a != "--cpu"]))))
     root = threestudio_root()
-    argv = argv + user_paths_here(argv, root) + schedule_follows_the_run(argv)
-    check_tag_fields(argv)
+    cfg = run_config(argv)
+    if cfg is not None:
+        from .paths import anchor_paths
+
+        check_tag_fields(cfg)
+        argv = argv + anchor_paths(cfg, os.getcwd(), str(root)) + schedule_follows_the_run(cfg)
     check_resume(argv)
     link_extension(root)
     if not cpu and not backend().cuda_available():

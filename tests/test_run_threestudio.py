@@ -42,7 +42,8 @@ def anchored(tmp_path, monkeypatch, config_text, overrides, root=None):
     user = tmp_path / "user"
     user.mkdir(exist_ok=True)
     monkeypatch.chdir(user)
-    return anchor_paths(str(config), overrides, os.getcwd(), str(root or tmp_path / "threestudio")), user
+    cfg = run_threestudio.run_config(["--config", str(config), *overrides])
+    return anchor_paths(cfg, os.getcwd(), str(root or tmp_path / "threestudio")), user
 
 
 def test_relative_user_paths_are_taken_from_the_working_directory(tmp_path, monkeypatch):
@@ -86,8 +87,9 @@ def test_a_missing_relative_path_names_the_field_and_the_paths_tried(tmp_path, m
 def test_the_schedule_follows_the_run_unless_set(tmp_path, guidance, field, expected):
     config = tmp_path / "c.yaml"
     config.write_text(f"system:\n  guidance_type: {guidance}\n  guidance:\n    guidance_scale: 7.5\n{field}trainer:\n  max_steps: 30\n")
-    assert run_threestudio.schedule_follows_the_run(["--config", str(config)]) == expected
-    override = run_threestudio.schedule_follows_the_run(["--config", str(config), f"system.guidance_type={guidance}"])
+    follows = lambda argv: run_threestudio.schedule_follows_the_run(run_threestudio.run_config(argv))
+    assert follows(["--config", str(config)]) == expected
+    override = follows(["--config", str(config), f"system.guidance_type={guidance}"])
     assert override == expected
 
 
@@ -95,8 +97,8 @@ def test_an_empty_field_the_tag_is_made_from_is_named(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text('tag: "${rmspace:${data.caption},_}"\ndata:\n  caption: ""\n')
     with pytest.raises(SystemExit, match="data.caption is empty"):
-        run_threestudio.check_tag_fields(["--config", str(config), "data.caption=null"])
-    run_threestudio.check_tag_fields(["--config", str(config), "data.caption=a cube"])
+        run_threestudio.check_tag_fields(run_threestudio.run_config(["--config", str(config), "data.caption=null"]))
+    run_threestudio.check_tag_fields(run_threestudio.run_config(["--config", str(config), "data.caption=a cube"]))
 
 
 def test_known_third_party_warnings_are_silenced_and_ours_are_not():

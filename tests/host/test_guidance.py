@@ -4,7 +4,6 @@ import math
 import pytest
 import torch
 
-from dreamsampler import distill
 
 pytestmark = pytest.mark.threestudio
 

@@ -27,7 +27,7 @@ from threestudio.utils.ops import get_mvp_matrix, get_projection_matrix
 from threestudio.utils.typing import *
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from dreamsampler.image_io import bchw, bhwc
+from dreamsampler.image_io import bhwc
 from dreamsampler.inverse.operators import build_operator
 from dreamsampler.multiview.cameras import look_at, novel_c2w, orbit_positions, rays, spherical
 from dreamsampler.multiview.procedural import scene_views

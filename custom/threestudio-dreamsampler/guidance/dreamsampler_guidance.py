@@ -12,7 +12,6 @@ CFG follows the paper (eq. 6): ``eps(null) + w * (eps(c) - eps(null))``; threest
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import threestudio
@@ -237,11 +236,11 @@ class DreamSamplerGuidance(BaseObject):
             raise ValueError("guidance.pixel_loss needs RGB renders; it cannot be used with rgb_as_latents")
         batch_size = rgb.shape[0]
         rgb_BCHW = bchw(rgb)
-        rgb_native = self._native(rgb_BCHW)
         if rgb_as_latents:
             h = self.unet.config.sample_size
             latents = F.interpolate(rgb_BCHW, (h, h), mode="bilinear", align_corners=False)
         else:
+            rgb_native = self._native(rgb_BCHW)  # also the pixel loss's render (RGB renders only)
             latents = self.encode_images(rgb_native)
 
         keys = kwargs.get("index") if self.cfg.per_view_noise else None

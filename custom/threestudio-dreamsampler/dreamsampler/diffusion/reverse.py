@@ -17,7 +17,7 @@ from typing import Callable, List, NamedTuple, Sequence
 import torch
 from torch import Tensor
 
-from .process import Latent, cfg, forward_noise, scalar_like, tweedie
+from .process import Latent, cfg, forward_noise, tweedie
 from .schedules import ReverseSchedule
 
 # eps_theta(z_t [B, C, h, w], t, text embeddings [B, L, D]) -> [B, C, h, w]
@@ -43,7 +43,7 @@ def guided_step(eps_fn: EpsFn, z_t: Latent, t: int, alpha: float, null: Tensor, 
     """Alg. 2 with g = identity solved exactly: eps^ = CFG (eq. 6), z-bar = Tweedie (eq. 14), eps^ carried."""
     e_null, e_cond = predict(eps_fn, z_t, t, [null, cond])
     eps = cfg(e_null, e_cond, scale)
-    return Step(tweedie(z_t, eps, scalar_like(alpha, z_t)), eps)
+    return Step(tweedie(z_t, eps, alpha), eps)
 
 
 def ddim_invert(eps_fn: EpsFn, z0: Latent, schedule: ReverseSchedule, emb: Tensor) -> Latent:
@@ -56,7 +56,7 @@ def ddim_invert(eps_fn: EpsFn, z0: Latent, schedule: ReverseSchedule, emb: Tenso
     z, a_cur = z0, schedule.final_alpha
     for i in reversed(range(len(schedule))):
         (eps,) = predict(eps_fn, z, schedule.t(i), [emb])
-        z = forward_noise(tweedie(z, eps, scalar_like(a_cur, z)), eps, schedule.alpha(i))
+        z = forward_noise(tweedie(z, eps, a_cur), eps, schedule.alpha(i))
         a_cur = schedule.alpha(i)
     return z
 
