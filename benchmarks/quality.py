@@ -1,0 +1,374 @@
+"""Every 2D task's quality on the miniature world model, DreamSampler against its baselines, in one table.
+
+    python benchmarks/quality.py [--quick] [--out outputs/quality] [--tasks restore-blur,inpaint,...]
+
+Each DreamSampler row (and each baseline that is a setting of the same system) is a run of the shipped
+config through ``dreamsampler_launcher.run_threestudio --cpu`` (the command a user runs), on the trained
+``dreamsampler/world/mini-sd`` at its native 64 px, on held-out world icons (eval seeds, never seen in
+training). Baselines that are not settings of our systems are computed here with the core or diffusers:
+data consistency alone (the CG solution of supp. eq. 13 with x_ref = 0) and DDIM inversion followed by
+CFG resampling (diffusers' ``DDIMInverseScheduler`` and ``StableDiffusionPipeline``).
+
+Metrics: PSNR / SSIM against the clean icon (``dreamsampler.metrics``); attributes read back with the
+world's reader (``dreamsampler.world.evaluator``). Every run lands in ``<out>/runs/<task>/<method>/<scene>``
+and is skipped when its ``save/metrics.json`` exists, so an interrupted benchmark resumes run by run; a
+task's rows go to ``<out>/<task>.json``, its figure (inputs, each method, ground truth) to
+``<out>/<task>.png``, and the whole table to ``<out>/quality.json`` and ``<out>/quality.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dreamsampler.diffusion.schedules import ReverseSchedule
+from dreamsampler.image.inpainting import GAMMA_PERIOD, GAMMA_T_MAX, in_gamma_set
+from dreamsampler.image_io import to_uint8
+from dreamsampler.inverse.cg import data_consistency_solve
+from dreamsampler.inverse.operators import build_operator
+from dreamsampler.metrics import masked_psnr, psnr, ssim
+from dreamsampler.world import COLOUR_NAMES, SPLIT_OFFSETS, icon_caption, render_icon, sample_icon
+from dreamsampler.world.evaluator import Reader
+
+REPO = Path(__file__).resolve().parents[1]
+MINI_SD = REPO / "custom" / "threestudio-dreamsampler" / "dreamsampler" / "world" / "mini-sd"
+SCENE_SEED = SPLIT_OFFSETS["eval"] + 700_000  # held-out icons of this benchmark (eval split)
+OPERATORS = {  # the paper's restoration operators at the world's scale (64 px)
+    "restore-blur": [{"type": "blur", "kernel_size": 5, "sigma": 10.0}],
+    "restore-x4": [{"type": "downsample", "factor": 4}],
+}
+
+
+@dataclass
+class Settings:
+    out: Path
+    scenes: int
+    nfe: int
+    quick: bool
+    log: Callable[[str], None] = print
+    reader: Reader = field(default_factory=Reader)
+
+
+@dataclass
+class Scene:
+    """A held-out icon: its image [1,3,64,64] in [0,1], caption, attributes and the PNG the configs read."""
+
+    index: int
+    image: torch.Tensor
+    caption: str
+    attrs: object
+    path: Path
+
+
+def scenes(s: Settings, count: int = 1) -> List[Scene]:
+    out = []
+    for i in range(s.scenes):
+        img, caption, attrs = sample_icon(torch.Generator().manual_seed(SCENE_SEED + 1000 * count + i), count=count)
+        path = s.out / "scenes" / f"icon{count}-{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            iio.imwrite(path, to_uint8(img))
+        out.append(Scene(i, read_png(path), caption, attrs, path))
+    return out
+
+
+def read_png(path) -> torch.Tensor:
+    return torch.from_numpy(iio.imread(path)[..., :3].astype(np.float32) / 255).permute(2, 0, 1)[None]
+
+
+def quantized(x: torch.Tensor) -> torch.Tensor:
+    """An image as it would be saved (8 bits), so computed baselines are scored like saved results."""
+    return torch.from_numpy(to_uint8(x[0]).astype(np.float32) / 255).permute(2, 0, 1)[None]
+
+
+def run(s: Settings, config: str, where: str, overrides: List[str]) -> Path:
+    """The ``save/`` folder of one run of ``configs/<config>.yaml`` on the mini model (cached)."""
+    root = s.out / "runs" / where
+    done = next(root.glob("*/*/save/metrics.json"), None) if root.exists() else None
+    if done is not None:
+        return done.parent
+    cmd = [sys.executable, "-m", "dreamsampler_launcher.run_threestudio", "--config", str(REPO / "configs" / f"{config}.yaml"),
+           "--train", "--cpu", f"exp_root_dir={root}", f"system.pretrained_model_name_or_path={MINI_SD}",
+           f"trainer.max_steps={s.nfe}", f"trainer.val_check_interval={s.nfe}", *overrides]
+    start = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "run.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{where}: {config} failed ({root / 'run.log'}):\n" + "\n".join(proc.stderr.splitlines()[-20:]))
+    s.log(f"  {where}: {time.time() - start:.0f} s")
+    return next(root.glob("*/*/save/metrics.json")).parent
+
+
+def rect_of(attrs, k: int = 0, margin: float = 1.25) -> List[float]:
+    """[x0, y0, x1, y1] (fractions) around shape ``k`` of an icon."""
+    (x, y), r = attrs.positions[k], attrs.sizes[k] * margin
+    return [round(max(0.0, x - r), 4), round(max(0.0, y - r), 4), round(min(1.0, x + r), 4), round(min(1.0, y + r), 4)]
+
+
+def rect_mask(rect, size: int = 64) -> torch.Tensor:
+    m = torch.zeros(1, 1, size, size)
+    x0, y0, x1, y1 = (int(round(v * size)) for v in rect)
+    m[..., y0:y1, x0:x1] = 1
+    return m
+
+
+def other_colour(colour: str) -> str:
+    return COLOUR_NAMES[(COLOUR_NAMES.index(colour) + 1) % len(COLOUR_NAMES)]
+
+
+def read_at(s: Settings, image: torch.Tensor, rect) -> Dict[str, str]:
+    """(colour, shape) of the shape read nearest the centre of ``rect`` (None when nothing is there)."""
+    read = s.reader(image, "icon")[0]
+    cx, cy = (rect[0] + rect[2]) / 2, (rect[1] + rect[3]) / 2
+    inside = [(abs(x - cx) + abs(y - cy), k) for k, (x, y) in enumerate(read["positions"])
+              if rect[0] <= x <= rect[2] and rect[1] <= y <= rect[3]]
+    if not inside:
+        return {"colour": None, "shape": None}
+    k = min(inside)[1]
+    return {"colour": read["colours"][k], "shape": read["shapes"][k]}
+
+
+def alg4_unet_evals(nfe: int, targets: int, inversion: bool, gamma_t_max: int = GAMMA_T_MAX, on_step_index: bool = False) -> int:
+    """UNet forward passes of one Alg. 4 run: the inversion (one per step), then per step 1 + targets on
+    Gamma (null and prompts, eq. 16) and 1 on a DPS step (plus its backward pass, not counted)."""
+    from diffusers import DDIMScheduler
+
+    schedule = ReverseSchedule.from_scheduler(DDIMScheduler.from_pretrained(str(MINI_SD), subfolder="scheduler"), nfe)
+    steps = sum(1 + targets if in_gamma_set(i if on_step_index else schedule.t(i), GAMMA_PERIOD, gamma_t_max) else 1
+                for i in range(len(schedule)))
+    return steps + (nfe if inversion else 0)
+
+
+def image_scores(result: torch.Tensor, clean: torch.Tensor) -> Dict[str, float]:
+    return {"psnr": float(psnr(result, clean)), "ssim": float(ssim(result, clean))}
+
+
+# ---------------------------------------------------------------------------------------------- tasks
+
+
+def restore(task: str):
+    """2D restoration (supp. Alg. 4 without a mask, eq. 15) against DPS only and data consistency only."""
+    spec = OPERATORS[task]
+
+    def rows(s: Settings):
+        op = build_operator({"type": "compose", "ops": spec})
+        out, figure = [], []
+        op_arg = "system.operator=" + json.dumps(spec).replace('"', "")
+        for sc in scenes(s):
+            y = op.measure(sc.image * 2 - 1)
+            shown = F.interpolate((y / 2 + 0.5).clamp(0, 1), size=64, mode="nearest")
+            base = [f"system.image={sc.path}", f"system.prompt={sc.caption!r}", op_arg]
+            results = {
+                "dreamsampler": read_png(run(s, "dreamsampler-restore", f"{task}/dreamsampler/{sc.index}", base) / "result.png"),
+                "dps only": read_png(run(s, "dreamsampler-restore", f"{task}/dps-only/{sc.index}", base + ["system.gamma_t_max=-1"]) / "result.png"),
+                "data consistency only": quantized(
+                    (data_consistency_solve(op, y, torch.zeros_like(sc.image), lam=1e-4, iters=50) / 2 + 0.5).clamp(0, 1)),
+            }
+            evals = {"dreamsampler": alg4_unet_evals(s.nfe, 1, False), "dps only": alg4_unet_evals(s.nfe, 1, False, -1),
+                     "data consistency only": 0}
+            out.append({"method": "degraded input", "scene": sc.index, "unet_evals": 0,
+                        **image_scores(F.interpolate((y / 2 + 0.5).clamp(0, 1), size=64, mode="bicubic").clamp(0, 1), sc.image)})
+            for name, img in results.items():
+                out.append({"method": name, "scene": sc.index, "unet_evals": evals[name], **image_scores(img, sc.image)})
+            figure.append([shown, *results.values(), sc.image])
+        return out, figure, ["input", *results, "ground truth"]
+
+    return rows
+
+
+def inpaint(s: Settings):
+    """Text-guided inpainting (Alg. 4): the shape's box masked, the prompt asks for another colour."""
+    out, figure = [], []
+    for sc in scenes(s):
+        rect = rect_of(sc.attrs)
+        target = (other_colour(sc.attrs.colours[0]), sc.attrs.shapes[0])
+        prompt = icon_caption([target[0]], [target[1]])
+        base = [f"system.image={sc.path}", f"system.regions=[{{prompt: {prompt!r}, rect: {rect}}}]"]
+        methods = {
+            "dreamsampler (Gamma on t)": base,
+            "dreamsampler (Gamma on step index)": base + ["system.gamma_on_step_index=true"],
+            "dps only": base + ["system.gamma_t_max=-1"],
+        }
+        evals = {"dreamsampler (Gamma on t)": alg4_unet_evals(s.nfe, 1, True),
+                 "dreamsampler (Gamma on step index)": alg4_unet_evals(s.nfe, 1, True, on_step_index=True),
+                 "dps only": alg4_unet_evals(s.nfe, 1, True, -1)}
+        keep = 1 - rect_mask(rect)
+        row = [sc.image * keep + 0.5 * (1 - keep)]
+        for name, overrides in methods.items():
+            slug = name.replace(" ", "-").replace("(", "").replace(")", "")
+            img = read_png(run(s, "dreamsampler-inpaint", f"inpaint/{slug}/{sc.index}", overrides) / "result.png")
+            got = read_at(s, img, rect)
+            out.append({"method": name, "scene": sc.index, "prompt": prompt, "unet_evals": evals[name],
+                        "colour_ok": got["colour"] == target[0], "shape_ok": got["shape"] == target[1],
+                        "psnr_outside": masked_psnr(img, sc.image, keep)})
+            row.append(img)
+        figure.append(row + [sc.image])
+    return out, figure, ["masked input", *methods, "source"]
+
+
+@functools.lru_cache(maxsize=1)
+def mini_pipeline():
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    pipe = StableDiffusionPipeline.from_pretrained(str(MINI_SD), safety_checker=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def ddim_inversion_edit(source: torch.Tensor, prompt: str, nfe: int, scale: float) -> torch.Tensor:
+    """Baseline: diffusers' DDIM inversion of the source (null prompt) then CFG sampling with ``prompt``."""
+    from diffusers import DDIMInverseScheduler, DDIMScheduler
+
+    pipe = mini_pipeline()
+    inverse = DDIMInverseScheduler.from_config(pipe.scheduler.config)
+    inverse.set_timesteps(nfe)
+    with torch.no_grad():
+        z = pipe.vae.encode(source * 2 - 1).latent_dist.mean * pipe.vae.config.scaling_factor
+        null = pipe.encode_prompt("", "cpu", 1, False)[0]
+        for t in inverse.timesteps:
+            z = inverse.step(pipe.unet(z, t, encoder_hidden_states=null).sample, t, z).prev_sample
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        img = pipe(prompt, latents=z, num_inference_steps=nfe, guidance_scale=scale, output_type="pt").images
+    return quantized(img.float().clamp(0, 1))
+
+
+EDIT_CFG = 4.0  # the mini model's sampling scale (its model card); 7.5 breaks the inversion further
+
+
+def edit(s: Settings):
+    """Editing (Alg. 3): `a red circle` -> `a blue circle`, global and localized (eq. 19), vs DDIM inversion + CFG."""
+    out, figure = [], []
+    for sc in scenes(s):
+        rect = rect_of(sc.attrs)
+        target = (other_colour(sc.attrs.colours[0]), sc.attrs.shapes[0])
+        prompt = icon_caption([target[0]], [target[1]])
+        base = [f"system.image={sc.path}", f"system.prompt={prompt!r}"]
+        results = {
+            "dreamsampler": read_png(run(s, "dreamsampler-edit", f"edit/dreamsampler/{sc.index}", base) / "result.png"),
+            "dreamsampler localized (eq. 19)": read_png(run(s, "dreamsampler-edit", f"edit/localized/{sc.index}", [
+                f"system.image={sc.path}", f"system.regions=[{{prompt: {prompt!r}, rect: {rect}}}]"]) / "result.png"),
+            f"ddim inversion + cfg {EDIT_CFG:g}": ddim_inversion_edit(sc.image, prompt, s.nfe, EDIT_CFG),
+        }
+        evals = dict.fromkeys(results, 3 * s.nfe)  # each: NFE inversion steps, then NFE steps of 2 predictions
+        keep = 1 - rect_mask(rect)
+        for name, img in results.items():
+            got = read_at(s, img, rect)
+            out.append({"method": name, "scene": sc.index, "prompt": prompt, "unet_evals": evals[name],
+                        "colour_ok": got["colour"] == target[0], "shape_ok": got["shape"] == target[1],
+                        "psnr_outside": masked_psnr(img, sc.image, keep)})
+        figure.append([sc.image, *results.values()])
+    return out, figure, ["source", *results]
+
+
+TASKS: Dict[str, Callable] = {"inpaint": inpaint, "edit": edit, "restore-blur": restore("restore-blur"),
+                              "restore-x4": restore("restore-x4")}
+QUICK_TASKS = ("restore-blur",)
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+
+def summarize(rows: List[dict]) -> List[dict]:
+    """Mean over scenes per method; booleans become accuracies."""
+    by = defaultdict(list)
+    for r in rows:
+        by[r["method"]].append(r)
+    out = []
+    for method, rs in by.items():
+        agg = {"method": method, "scenes": len(rs)}
+        for key in rs[0]:
+            if key in ("method", "scene", "prompt"):
+                continue
+            agg[key] = float(np.mean([float(r[key]) for r in rs]))
+        out.append(agg)
+    return out
+
+
+def save_figure(path: Path, figure: List[List[torch.Tensor]], columns: List[str]) -> None:
+    from PIL import Image, ImageDraw
+
+    size, head = 96, 40
+    sheet = Image.new("RGB", (size * len(columns), head + size * len(figure)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, name in enumerate(columns):
+        words, line, lines = name.split(), "", []
+        for w in words:  # wrap the column title into 64 px lines
+            if len(line) + len(w) > 14 and line:
+                lines.append(line)
+                line = w
+            else:
+                line = f"{line} {w}".strip()
+        draw.multiline_text((j * size + 2, 0), "\n".join(lines + [line])[:60], fill="black", spacing=0)
+    for i, row in enumerate(figure):
+        for j, img in enumerate(row):
+            big = F.interpolate(img, size=size, mode="nearest")
+            sheet.paste(Image.fromarray(to_uint8(big[0])), (j * size, head + i * size))
+    sheet.save(path)
+
+
+def markdown(table: Dict[str, List[dict]]) -> str:
+    lines = []
+    for task, rows in table.items():
+        keys = [k for k in rows[0] if k not in ("method",)]
+        lines += [f"**{task}**", "", "| method | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        for r in rows:
+            cells = [f"{r[k]:.3f}" if isinstance(r[k], float) and k.endswith("_ok") else
+                     f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k]) for k in keys]
+            lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="one icon, the fastest task only (about 2 minutes)")
+    ap.add_argument("--out", default="outputs/quality")
+    ap.add_argument("--tasks", default=None, help=f"comma-separated subset of {','.join(TASKS)}")
+    ap.add_argument("--scenes", type=int, default=None)
+    ap.add_argument("--nfe", type=int, default=None)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    names = args.tasks.split(",") if args.tasks else list(QUICK_TASKS if args.quick else TASKS)
+    unknown = [n for n in names if n not in TASKS]
+    if unknown:
+        raise SystemExit(f"--tasks: unknown task(s) {unknown}; known: {list(TASKS)}")
+    s = Settings(out=Path(args.out).resolve(), scenes=args.scenes or (1 if args.quick else 5),
+                 nfe=args.nfe or 200, quick=args.quick)
+    s.out.mkdir(parents=True, exist_ok=True)
+    table, start = {}, time.time()
+    for name in names:
+        print(f"[quality] {name} ({s.scenes} scenes, NFE {s.nfe})", flush=True)
+        t0 = time.time()
+        rows, figure, columns = TASKS[name](s)
+        table[name] = summarize(rows)
+        (s.out / f"{name}.json").write_text(json.dumps({"rows": rows, "summary": table[name]}, indent=1))
+        save_figure(s.out / f"{name}.png", figure, columns)
+        print(markdown({name: table[name]}), f"({time.time() - t0:.0f} s)", flush=True)
+    meta = {"scenes": s.scenes, "nfe": s.nfe, "quick": s.quick, "seconds": round(time.time() - start),
+            "model": "dreamsampler/world/mini-sd", "threads": torch.get_num_threads()}
+    (s.out / "quality.json").write_text(json.dumps({"meta": meta, "table": table}, indent=1))
+    (s.out / "quality.md").write_text(markdown(table) + f"\n{meta}\n")
+    print(f"[quality] {meta['seconds']} s; table in {s.out / 'quality.md'}")
+    return table
+
+
+if __name__ == "__main__":
+    main()
