@@ -174,12 +174,14 @@ def restore(task: str):
             base = [f"system.image={sc.path}", f"system.prompt={sc.caption!r}", op_arg]
             results = {
                 "dreamsampler": read_png(run(s, "dreamsampler-restore", f"{task}/dreamsampler/{sc.index}", base) / "result.png"),
-                "dps only": read_png(run(s, "dreamsampler-restore", f"{task}/dps-only/{sc.index}", base + ["system.gamma_t_max=-1"]) / "result.png"),
+                "dps only, init noise": read_png(run(s, "dreamsampler-restore", f"{task}/dps-only/{sc.index}", base + ["system.init=noise", "system.gamma_t_max=-1"]) / "result.png"),
+                "dreamsampler, init noise": read_png(run(s, "dreamsampler-restore", f"{task}/init-noise/{sc.index}",
+                                                         base + ["system.init=noise"]) / "result.png"),
                 "data consistency only": quantized(
                     (data_consistency_solve(op, y, torch.zeros_like(sc.image), lam=1e-4, iters=50) / 2 + 0.5).clamp(0, 1)),
             }
-            evals = {"dreamsampler": alg4_unet_evals(s.nfe, 1, False), "dps only": alg4_unet_evals(s.nfe, 1, False, -1),
-                     "data consistency only": 0}
+            evals = {"dreamsampler": alg4_unet_evals(s.nfe, 1, True), "dps only, init noise": alg4_unet_evals(s.nfe, 1, False, -1),
+                     "dreamsampler, init noise": alg4_unet_evals(s.nfe, 1, False), "data consistency only": 0}
             out.append({"method": "degraded input", "scene": sc.index, "unet_evals": 0,
                         **image_scores(F.interpolate((y / 2 + 0.5).clamp(0, 1), size=64, mode="bicubic").clamp(0, 1), sc.image)})
             for name, img in results.items():

@@ -19,7 +19,7 @@ def test_quick_quality_row(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = json.loads((out / "quality.json").read_text())["table"]
     rows = {r["method"]: r for r in table["restore-blur"]}
-    assert set(rows) == {"degraded input", "dreamsampler", "dps only", "data consistency only"}
+    assert set(rows) == {"degraded input", "dreamsampler", "dps only, init noise", "dreamsampler, init noise", "data consistency only"}
     for r in rows.values():
         assert r["scenes"] == 1 and set(r) >= {"psnr", "ssim", "unet_evals"}
     ours, degraded = rows["dreamsampler"]["psnr"], rows["degraded input"]["psnr"]
