@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from dreamsampler.diffusion.schedules import ReverseSchedule
 from dreamsampler.image.inpainting import GAMMA_PERIOD, GAMMA_T_MAX, in_gamma_set
-from dreamsampler.image_io import to_uint8
+from dreamsampler.image_io import rect_mask, to_uint8
 from dreamsampler.inverse.cg import data_consistency_solve
 from dreamsampler.inverse.operators import build_operator
 from dreamsampler.metrics import masked_psnr, psnr, ssim
@@ -117,13 +117,6 @@ def rect_of(attrs, k: int = 0, margin: float = 1.25) -> List[float]:
     """[x0, y0, x1, y1] (fractions) around shape ``k`` of an icon."""
     (x, y), r = attrs.positions[k], attrs.sizes[k] * margin
     return [round(max(0.0, x - r), 4), round(max(0.0, y - r), 4), round(min(1.0, x + r), 4), round(min(1.0, y + r), 4)]
-
-
-def rect_mask(rect, size: int = 64) -> torch.Tensor:
-    m = torch.zeros(1, 1, size, size)
-    x0, y0, x1, y1 = (int(round(v * size)) for v in rect)
-    m[..., y0:y1, x0:x1] = 1
-    return m
 
 
 def other_colour(colour: str) -> str:
@@ -208,7 +201,7 @@ def inpaint(s: Settings):
         evals = {"dreamsampler (Gamma on t)": alg4_unet_evals(s.nfe, 1, True),
                  "dreamsampler (Gamma on step index)": alg4_unet_evals(s.nfe, 1, True, on_step_index=True),
                  "dps only": alg4_unet_evals(s.nfe, 1, True, -1)}
-        keep = 1 - rect_mask(rect)
+        keep = 1 - rect_mask(rect, 64, 64, "rect")[None]
         row = [sc.image * keep + 0.5 * (1 - keep)]
         for name, overrides in methods.items():
             slug = name.replace(" ", "-").replace("(", "").replace(")", "")
@@ -270,7 +263,7 @@ def edit(s: Settings):
             f"ddim inversion + cfg {EDIT_CFG:g}": ddim_inversion_edit(sc.image, prompt, s.nfe, EDIT_CFG),
         }
         evals = dict.fromkeys(results, 3 * s.nfe)  # each: NFE inversion steps, then NFE steps of 2 predictions
-        keep = 1 - rect_mask(rect)
+        keep = 1 - rect_mask(rect, 64, 64, "rect")[None]
         for name, img in results.items():
             got = read_at(s, img, rect)
             out.append({"method": name, "scene": sc.index, "prompt": prompt, "unet_evals": evals[name],
