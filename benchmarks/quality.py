@@ -185,13 +185,17 @@ def restore(task: str):
     return rows
 
 
+def recolour(sc: Scene):
+    """The box around the icon's shape, the target (next colour of the palette, same shape) and its caption."""
+    target = (other_colour(sc.attrs.colours[0]), sc.attrs.shapes[0])
+    return rect_of(sc.attrs), target, icon_caption([target[0]], [target[1]])
+
+
 def inpaint(s: Settings):
     """Text-guided inpainting (Alg. 4): the shape's box masked, the prompt asks for another colour."""
     out, figure = [], []
     for sc in scenes(s):
-        rect = rect_of(sc.attrs)
-        target = (other_colour(sc.attrs.colours[0]), sc.attrs.shapes[0])
-        prompt = icon_caption([target[0]], [target[1]])
+        rect, target, prompt = recolour(sc)
         base = [f"system.image={sc.path}", f"system.regions=[{{prompt: {prompt!r}, rect: {rect}}}]"]
         methods = {
             "dreamsampler (Gamma on t)": base,
@@ -252,9 +256,7 @@ def edit(s: Settings):
     """Editing (Alg. 3): `a red circle` -> `a blue circle`, global and localized (eq. 19), vs DDIM inversion + CFG."""
     out, figure = [], []
     for sc in scenes(s):
-        rect = rect_of(sc.attrs)
-        target = (other_colour(sc.attrs.colours[0]), sc.attrs.shapes[0])
-        prompt = icon_caption([target[0]], [target[1]])
+        rect, target, prompt = recolour(sc)
         base = [f"system.image={sc.path}", f"system.prompt={prompt!r}"]
         results = {
             "dreamsampler": read_png(run(s, "dreamsampler-edit", f"edit/dreamsampler/{sc.index}", base) / "result.png"),
