@@ -36,11 +36,11 @@ import torch.nn.functional as F
 
 from dreamsampler.diffusion.schedules import ReverseSchedule
 from dreamsampler.image.inpainting import GAMMA_PERIOD, GAMMA_T_MAX, in_gamma_set
-from dreamsampler.image_io import rect_mask, to_uint8
+from dreamsampler.image_io import read_image, rect_mask, to_uint8
 from dreamsampler.inverse.cg import data_consistency_solve
 from dreamsampler.inverse.operators import build_operator
 from dreamsampler.metrics import masked_psnr, psnr, ssim
-from dreamsampler.world import COLOUR_NAMES, SPLIT_OFFSETS, icon_caption, render_icon, sample_icon
+from dreamsampler.world import COLOUR_NAMES, SPLIT_OFFSETS, icon_caption, sample_icon
 from dreamsampler.world.evaluator import Reader
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,7 +86,8 @@ def scenes(s: Settings, count: int = 1) -> List[Scene]:
 
 
 def read_png(path) -> torch.Tensor:
-    return torch.from_numpy(iio.imread(path)[..., :3].astype(np.float32) / 255).permute(2, 0, 1)[None]
+    """A saved image as ``[1, 3, H, W]``, read as the 2D system reads its inputs."""
+    return read_image(str(path), "image")[None]
 
 
 def quantized(x: torch.Tensor) -> torch.Tensor:
@@ -135,12 +136,18 @@ def read_at(s: Settings, image: torch.Tensor, rect) -> Dict[str, str]:
     return {"colour": read["colours"][k], "shape": read["shapes"][k]}
 
 
+@functools.lru_cache(maxsize=None)
+def mini_schedule(nfe: int) -> ReverseSchedule:
+    """The reverse schedule the 2D system builds for the mini model at ``nfe`` steps."""
+    from diffusers import DDIMScheduler
+
+    return ReverseSchedule.from_scheduler(DDIMScheduler.from_pretrained(str(MINI_SD), subfolder="scheduler"), nfe)
+
+
 def alg4_unet_evals(nfe: int, targets: int, inversion: bool, gamma_t_max: int = GAMMA_T_MAX, on_step_index: bool = False) -> int:
     """UNet forward passes of one Alg. 4 run: the inversion (one per step), then per step 1 + targets on
     Gamma (null and prompts, eq. 16) and 1 on a DPS step (plus its backward pass, not counted)."""
-    from diffusers import DDIMScheduler
-
-    schedule = ReverseSchedule.from_scheduler(DDIMScheduler.from_pretrained(str(MINI_SD), subfolder="scheduler"), nfe)
+    schedule = mini_schedule(nfe)
     steps = sum(1 + targets if in_gamma_set(i if on_step_index else schedule.t(i), GAMMA_PERIOD, gamma_t_max) else 1
                 for i in range(len(schedule)))
     return steps + (nfe if inversion else 0)
@@ -191,11 +198,20 @@ def recolour(sc: Scene):
     return rect_of(sc.attrs), target, icon_caption([target[0]], [target[1]])
 
 
+def recolour_row(s: Settings, method: str, sc: Scene, img: torch.Tensor, unet_evals: int) -> dict:
+    """One scene's scores for a recolouring task: the target read inside the box, PSNR to the source outside it."""
+    rect, target, prompt = recolour(sc)
+    got = read_at(s, img, rect)
+    return {"method": method, "scene": sc.index, "prompt": prompt, "unet_evals": unet_evals,
+            "colour_ok": got["colour"] == target[0], "shape_ok": got["shape"] == target[1],
+            "psnr_outside": masked_psnr(img, sc.image, 1 - rect_mask(rect, 64, 64, "rect")[None])}
+
+
 def inpaint(s: Settings):
     """Text-guided inpainting (Alg. 4): the shape's box masked, the prompt asks for another colour."""
     out, figure = [], []
     for sc in scenes(s):
-        rect, target, prompt = recolour(sc)
+        rect, _, prompt = recolour(sc)
         base = [f"system.image={sc.path}", f"system.regions=[{{prompt: {prompt!r}, rect: {rect}}}]"]
         methods = {
             "dreamsampler (Gamma on t)": base,
@@ -210,10 +226,7 @@ def inpaint(s: Settings):
         for name, overrides in methods.items():
             slug = name.replace(" ", "-").replace("(", "").replace(")", "")
             img = read_png(run(s, "dreamsampler-inpaint", f"inpaint/{slug}/{sc.index}", overrides) / "result.png")
-            got = read_at(s, img, rect)
-            out.append({"method": name, "scene": sc.index, "prompt": prompt, "unet_evals": evals[name],
-                        "colour_ok": got["colour"] == target[0], "shape_ok": got["shape"] == target[1],
-                        "psnr_outside": masked_psnr(img, sc.image, keep)})
+            out.append(recolour_row(s, name, sc, img, evals[name]))
             row.append(img)
         figure.append(row + [sc.image])
     return out, figure, ["masked input", *methods, "source"]
@@ -256,7 +269,7 @@ def edit(s: Settings):
     """Editing (Alg. 3): `a red circle` -> `a blue circle`, global and localized (eq. 19), vs DDIM inversion + CFG."""
     out, figure = [], []
     for sc in scenes(s):
-        rect, target, prompt = recolour(sc)
+        rect, _, prompt = recolour(sc)
         base = [f"system.image={sc.path}", f"system.prompt={prompt!r}"]
         results = {
             "dreamsampler": read_png(run(s, "dreamsampler-edit", f"edit/dreamsampler/{sc.index}", base) / "result.png"),
@@ -264,13 +277,8 @@ def edit(s: Settings):
                 f"system.image={sc.path}", f"system.regions=[{{prompt: {prompt!r}, rect: {rect}}}]"]) / "result.png"),
             f"ddim inversion + cfg {EDIT_CFG:g}": ddim_inversion_edit(sc.image, prompt, s.nfe, EDIT_CFG),
         }
-        evals = dict.fromkeys(results, 3 * s.nfe)  # each: NFE inversion steps, then NFE steps of 2 predictions
-        keep = 1 - rect_mask(rect, 64, 64, "rect")[None]
-        for name, img in results.items():
-            got = read_at(s, img, rect)
-            out.append({"method": name, "scene": sc.index, "prompt": prompt, "unet_evals": evals[name],
-                        "colour_ok": got["colour"] == target[0], "shape_ok": got["shape"] == target[1],
-                        "psnr_outside": masked_psnr(img, sc.image, keep)})
+        # each: NFE inversion steps, then NFE steps of 2 predictions
+        out += [recolour_row(s, name, sc, img, 3 * s.nfe) for name, img in results.items()]
         figure.append([sc.image, *results.values()])
     return out, figure, ["source", *results]
 
@@ -336,7 +344,7 @@ def markdown(table: Dict[str, List[dict]]) -> str:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="one icon, the fastest task only (about 2 minutes)")
+    ap.add_argument("--quick", action="store_true", help="one icon, the fastest task only (about 5 minutes)")
     ap.add_argument("--out", default="outputs/quality")
     ap.add_argument("--tasks", default=None, help=f"comma-separated subset of {','.join(TASKS)}")
     ap.add_argument("--scenes", type=int, default=None)
