@@ -16,7 +16,7 @@ from typing import Iterator, List, Tuple
 
 from omegaconf import OmegaConf
 
-PATH_FIELDS = ("image", "measurement", "mask", "dataroot", "gt_root", "lmc_checkpoint", "target", "resume")
+PATH_FIELDS = ("image", "measurement", "mask", "dataroot", "gt_root", "heldout_root", "lmc_checkpoint", "target", "resume")
 MODEL_FIELDS = ("pretrained_model_name_or_path",)
 NOT_PATHS = ("procedural", "shapes")  # values of path fields that name built-in data
 PREFIXES = ("skimage:",)

@@ -87,3 +87,32 @@ def test_reader_reads_what_it_is_given():
     read = Reader()(img, "icon")[0]
     assert sorted(read["colours"]) == sorted(attrs.colours) and read["count"] == attrs.count
     assert all(math.isfinite(s) for s in read["sizes"])
+
+
+def test_object_scene_folders_hold_the_renders_their_operator_and_unseen_cameras(tmp_path):
+    """``world.scenes``: clean / degraded / held-out folders as the NeRF data module reads them."""
+    from dreamsampler.inverse.operators import build_operator
+    from dreamsampler.multiview.cameras import novel_c2w, spherical
+    from dreamsampler.multiview.views import load_views
+    from dreamsampler.world.objects import ObjectRenderer
+    from dreamsampler.world.scenes import make_object_scene
+
+    op = {"type": "downsample", "factor": 4}
+    info = make_object_scene(str(tmp_path), seed=5, size=32, operator=op)
+    clean, degraded, held = (load_views(info[k]) for k in ("clean", "degraded", "heldout"))
+    assert clean.images.shape == (16, 3, 32, 32) and degraded.images.shape == (16, 3, 8, 8) and held.n == 8
+    assert info["caption"] == f"a {info['colour']} {info['shape']}"
+    render = ObjectRenderer(info["shape"], info["colour"], info["size"])
+    for views in (clean, held):  # the PNGs are the analytic renders through their own cameras, to 8 bits
+        fovy = math.degrees(2 * math.atan(0.5 * views.height / views.focal))
+        for k in (0, views.n - 1):
+            assert (views.images[k] - render(views.c2w[k], fovy, 32, 32)).abs().max() <= 0.5 / 255 + 1e-6
+    y = build_operator(op)(clean.images).clamp(0, 1)  # y = A(clean), from the written clean views
+    assert (degraded.images - y).abs().max() <= 1.5 / 255
+    elevation, _, distance = spherical(clean.c2w)
+    assert torch.allclose(elevation, torch.full((16,), 30.0), atol=1e-3)
+    held_el, _, held_dist = spherical(held.c2w)
+    assert sorted(set(round(float(e)) for e in held_el)) == [15, 45] and torch.allclose(held_dist, distance[:8])
+    # no held-out camera is a data camera or one of the training's novel cameras
+    trained = torch.cat([clean.c2w, novel_c2w(clean.c2w)])[:, :3, 3]
+    assert torch.cdist(held.c2w[:, :3, 3], trained).min() > 0.1

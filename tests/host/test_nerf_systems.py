@@ -122,6 +122,29 @@ def test_degraded_config_trains_and_writes_metrics_images_video(scene, tiny_sd, 
     assert keys and keys <= set(range(8))  # per-view memory: 4 data views (0-3) and 4 novel views (4-7)
 
 
+def test_degraded_config_scores_held_out_views_of_a_world_object(tiny_sd, tmp_path):
+    """data.heldout_root: the test renders cameras never trained on and scores them against their clean views."""
+    from dreamsampler.world.scenes import make_object_scene
+
+    info = make_object_scene(str(tmp_path / "scene"), seed=1, size=16, operator={"type": "blur", "kernel_size": 5, "sigma": 10.0})
+    run = run_config(DEGRADED, tmp_path / "run", tiny_sd, 2, TINY_NERF + [
+        f"data.dataroot={info['degraded']}", f"data.gt_root={info['clean']}", f"data.heldout_root={info['heldout']}",
+        f"data.caption={CAPTION}", f"data.operator={json.dumps(info['operator'])}", "system.warmup_steps=2",
+        "data.n_val_views=1", "data.n_test_orbit_views=0"])
+    result = json.loads((run.trial_dir / "save" / "metrics.json").read_text())
+    held = result["heldout"]
+    assert held["n_views"] == 8 and [r["view"] for r in held["per_view"]] == list(range(8))
+    assert result["n_views"] == 16  # the data views are scored apart from them
+    psnrs = []
+    for k in range(8):  # each saved grid is render | ground truth; its PSNR, recomputed here, is the row's
+        grid = torch.from_numpy(assert_sane_image(run.trial_dir / "save" / "it2-views" / f"heldout-{k}.png")).float() / 255
+        render, gt = grid[:, :16].permute(2, 0, 1)[None], grid[:, 16:].permute(2, 0, 1)[None]
+        assert torch.allclose(gt, views.load_views(info["heldout"]).images[k : k + 1], atol=1 / 255)
+        psnrs.append(float(metrics.psnr(render, gt)))
+        assert abs(psnrs[-1] - held["per_view"][k]["psnr"]) < 0.2
+    assert abs(held["psnr"] - sum(psnrs) / 8) < 0.2 and 0 < held["ssim"] <= 1
+
+
 # ------------------------------------------------------- the data module itself
 def make_dm(ts, **cfg):
     dm = ts.find("dreamsampler-multiview-datamodule")(cfg)
@@ -179,6 +202,9 @@ def test_measurements_given_as_files_set_the_render_size(ts, tmp_path, scene):
     assert abs(dm.views.focal - full.focal) < 1e-4  # intrinsics scaled to the render size
     with pytest.raises(ValueError, match="ground-truth images are 16x16 but renders are 32x32"):
         make_dm(ts, dataroot=info["clean"], gt_root=info["clean"], caption=CAPTION, operator={"type": "downsample", "factor": 2})
+    with pytest.raises(ValueError, match=r"data.heldout_root: views are 8x8 .* but renders are 16x16"):
+        make_dm(ts, dataroot=info["degraded"], heldout_root=info["degraded"], caption=CAPTION, ring_views=4,
+                operator=info["operator"])
 
 
 def test_data_module_errors_name_the_field_or_file(ts, scene, tmp_path):

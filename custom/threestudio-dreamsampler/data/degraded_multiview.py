@@ -3,7 +3,8 @@
 Input (see ``dreamsampler/views.py``): a folder with a NeRF-synthetic ``transforms.json``, or only
 images on the fixed 16-view ring at elevation 30 degrees; ``operator``, the A that produced them (or,
 with ``apply_operator``, that is applied here to the clean views of the folder, which then serve as
-ground truth); optionally ``gt_root``, clean views for evaluation. ``dataroot=procedural`` takes the
+ground truth); optionally ``gt_root``, clean views for evaluation, and ``heldout_root``, clean views
+from other cameras (a ``transforms.json`` folder at the render size) that training never sees. ``dataroot=procedural`` takes the
 project's procedural scene instead (``dreamsampler/procedural.py``, ``procedural_size`` pixels, on the
 ring), degraded here, with its clean views as ground truth. Renders have the operator's input size
 for the measurement size (e.g. k times the measurement for down-sampling by k).
@@ -14,7 +15,8 @@ Batches (threestudio's keys plus ``measurement`` [1, h, w, 3] on data views and 
   neighbouring data views (``cameras.novel_c2w``). ``index`` is the camera's key for per-view carried
   noise: 0..N-1 data views, N.. novel views. Batches depend on the step only, so a resumed run gets
   the batches the uninterrupted run got.
-- val: ``n_val_views`` data views; test: all N data views (metrics), then a 360-degree orbit (video).
+- val: ``n_val_views`` data views; test: all N data views (metrics), the held-out views (metrics,
+  ``data_index`` -1 and ``heldout_index`` k), then a 360-degree orbit (video).
 """
 import math
 from dataclasses import dataclass, field
@@ -31,7 +33,7 @@ from dreamsampler.image_io import bhwc
 from dreamsampler.inverse.operators import build_operator
 from dreamsampler.multiview.cameras import look_at, novel_c2w, orbit_positions, rays, spherical
 from dreamsampler.multiview.procedural import scene_views
-from dreamsampler.multiview.views import RingSpec, check_ground_truth, load_views
+from dreamsampler.multiview.views import RingSpec, Views, check_ground_truth, load_views
 
 PROCEDURAL = "procedural"
 
@@ -44,6 +46,7 @@ class DegradedMultiviewDataModuleConfig:
     operator: dict = field(default_factory=dict)  # e.g. {"type": "blur", "kernel_size": 5, "sigma": 10.0}
     apply_operator: bool = False  # y = A(views of dataroot); those views become the ground truth
     gt_root: Optional[str] = None  # clean views for PSNR / SSIM / LPIPS
+    heldout_root: Optional[str] = None  # clean views from cameras not trained on (transforms.json), scored at test
     cameras: str = "auto"  # auto | transforms | ring
     ring_views: int = 16
     ring_elevation_deg: float = 30.0
@@ -100,6 +103,15 @@ class DegradedViews:
             gt = load_views(cfg.gt_root, cfg.cameras, ring, cfg.background_color)
             check_ground_truth(views, gt, (self.height, self.width))
             self.gt = bhwc(gt.images)
+        self.heldout: Optional[Views] = None
+        if cfg.heldout_root:
+            self.heldout = load_views(cfg.heldout_root, "transforms", ring, cfg.background_color)
+            if (self.heldout.height, self.heldout.width, round(self.heldout.focal, 3)) != (self.height, self.width, round(self.focal, 3)):
+                raise ValueError(
+                    f"data.heldout_root: views are {self.heldout.width}x{self.heldout.height} with focal "
+                    f"{self.heldout.focal:.3f} but renders are {self.width}x{self.height} with focal {self.focal:.3f}; "
+                    f"see {self.heldout.files[0]}"
+                )
         self.n_data = self.c2w.shape[0]
         self.novel = novel_c2w(self.c2w, cfg.novel_views_per_pair)
         self.fovy = 2 * math.atan(0.5 * self.height / self.focal)
@@ -165,23 +177,33 @@ class TrainViews(IterableDataset):
 
 
 class EvalViews(Dataset):
-    """Data views (indices) followed by an orbit of ``n_orbit`` cameras at the data's mean elevation / distance."""
+    """Data views (indices), then the held-out views (when ``heldout``), then an orbit of ``n_orbit`` cameras
+    at the data's mean elevation / distance."""
 
-    def __init__(self, views: DegradedViews, indices: List[int], n_orbit: int) -> None:
+    def __init__(self, views: DegradedViews, indices: List[int], n_orbit: int, heldout: bool = False) -> None:
         self.views, self.indices = views, indices
+        self.heldout = views.heldout if heldout and views.heldout is not None else None
+        self.n_heldout = 0 if self.heldout is None else self.heldout.n
         elevation, _, distance = spherical(views.c2w)
         az = torch.linspace(0.0, 360.0, n_orbit) if n_orbit > 0 else torch.zeros(0)
         pos = orbit_positions(torch.full_like(az, float(elevation.mean())), az, torch.full_like(az, float(distance.mean())))
         self.orbit = look_at(pos) if n_orbit > 0 else torch.zeros(0, 4, 4)
 
     def __len__(self) -> int:
-        return len(self.indices) + self.orbit.shape[0]
+        return len(self.indices) + self.n_heldout + self.orbit.shape[0]
 
     def __getitem__(self, k: int) -> Dict[str, Any]:
-        if k < len(self.indices):
+        n = len(self.indices)
+        if k < n:
             batch = self.views.data_view(self.indices[k], k)
+        elif k < n + self.n_heldout:
+            h = k - n
+            batch = self.views.camera_batch(self.heldout.c2w[h : h + 1])
+            batch.update(data_index=torch.tensor([-1]), heldout_index=torch.tensor([h]),
+                         gt_rgb=bhwc(self.heldout.images[h : h + 1]))
         else:
-            batch = self.views.camera_batch(self.orbit[k - len(self.indices) : k - len(self.indices) + 1])
+            o = k - n - self.n_heldout
+            batch = self.views.camera_batch(self.orbit[o : o + 1])
             batch.update(data_index=torch.tensor([-1]))
         batch["index"] = torch.tensor([k])
         return batch
@@ -215,7 +237,7 @@ class DegradedMultiviewDataModule(pl.LightningDataModule):
         return self._loader(EvalViews(self.views, indices, 0))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(EvalViews(self.views, list(range(self.views.n_data)), self.cfg.n_test_orbit_views))
+        return self._loader(EvalViews(self.views, list(range(self.views.n_data)), self.cfg.n_test_orbit_views, heldout=True))
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(EvalViews(self.views, [], self.cfg.n_test_orbit_views))

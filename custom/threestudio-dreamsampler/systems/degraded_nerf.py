@@ -11,8 +11,9 @@
 - threestudio's sparsity / opacity / z-variance (HiFA) / orientation regularizers, weighted by ``system.loss``.
 - Evaluation: validation and test render the data views; with clean ground truth, PSNR / SSIM (LPIPS
   when available) of renders and of the degraded inputs (the baseline) are logged and written to
-  ``<trial>/save/metrics.json`` (test) and ``it<step>-val/metrics.json``; the test also renders a
-  360-degree orbit video.
+  ``<trial>/save/metrics.json`` (test) and ``it<step>-val/metrics.json``; the test also scores the
+  held-out views (``data.heldout_root``: cameras never trained on, under ``heldout`` in metrics.json) and
+  renders a 360-degree orbit video.
 The math (A, the eq. 18 weights, the data term, metrics) is in ``dreamsampler/``.
 """
 import os
@@ -52,6 +53,7 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
         self._lpips_fn, self._lpips_loaded = None, False
         self._use_lpips_loss = False
         self._eval_rows: List[Dict[str, Any]] = []
+        self._heldout_rows: List[Dict[str, Any]] = []
 
     def on_fit_start(self) -> None:
         if self.cfg.warmup_steps >= self.trainer.max_steps:
@@ -158,21 +160,39 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
             step=self.true_global_step,
         )
 
+    def _evaluate_heldout(self, batch, rgb: Tensor, folder: str) -> None:
+        """Save render | ground truth of a held-out view and its metrics row."""
+        gt = batch["gt_rgb"]
+        row = {"view": int(batch["heldout_index"][0])}
+        row.update({k: float(v[0]) for k, v in image_metrics(bchw(rgb.clamp(0, 1)), bchw(gt), self._lpips()).items()})
+        self._heldout_rows.append(row)
+        self.save_image_grid(
+            f"{folder}/heldout-{row['view']}.png",
+            [{"type": "rgb", "img": im[0], "kwargs": {"data_format": "HWC"}} for im in (rgb, gt)],
+            name=folder,
+            step=self.true_global_step,
+        )
+
     def _write_metrics(self, stage: str, filename: str) -> None:
         rows, self._eval_rows = self._eval_rows, []
+        heldout, self._heldout_rows = self._heldout_rows, []
         if not rows or len(rows[0]) == 1:  # no ground truth
             return
-        keys = [k for k in rows[0] if k != "view"]
-        mean = {k: sum(r[k] for r in rows) / len(rows) for k in keys}
-        for k, v in mean.items():
+        mean = lambda rs: {k: sum(r[k] for r in rs) / len(rs) for k in rs[0] if k != "view"}
+        data_mean = mean(rows)
+        for k, v in data_mean.items():
             self.log(f"{stage}/{k}", v)
         summary = {
             "step": self.true_global_step,
             "n_views": len(rows),
-            "renders": {k[len("render_"):]: v for k, v in mean.items() if k.startswith("render_")},
-            "degraded_input": {k[len("input_"):]: v for k, v in mean.items() if k.startswith("input_")},
+            "renders": {k[len("render_"):]: v for k, v in data_mean.items() if k.startswith("render_")},
+            "degraded_input": {k[len("input_"):]: v for k, v in data_mean.items() if k.startswith("input_")},
             "per_view": rows,
         }
+        if heldout:
+            summary["heldout"] = {"n_views": len(heldout), **mean(heldout), "per_view": heldout}
+            for k, v in mean(heldout).items():
+                self.log(f"{stage}/heldout_{k}", v)
         path = self.save_json(filename, summary)
         threestudio.info(f"{stage} metrics: renders {summary['renders']}, degraded input {summary['degraded_input']} -> {path}")
 
@@ -187,6 +207,9 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
         out = self(batch)
         if int(batch["data_index"][0]) >= 0:
             self._evaluate_view(batch, out["comp_rgb"], f"it{self.true_global_step}-views")
+            return
+        if "heldout_index" in batch:
+            self._evaluate_heldout(batch, out["comp_rgb"], f"it{self.true_global_step}-views")
             return
         self.save_image_grid(
             f"it{self.true_global_step}-test/{batch['index'][0]}.png",

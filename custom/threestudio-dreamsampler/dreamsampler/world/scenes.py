@@ -1,0 +1,67 @@
+"""Multi-view scenes of world objects with exact ground truth, for the degraded-view NeRF.
+
+One object (``sample_object_attrs``) seen from the world's evaluation ring (16 views at elevation 30,
+``cameras.RING_*``), written as view folders the ``dreamsampler-multiview-datamodule`` reads:
+
+- ``clean/``: the analytic renders (ground truth); ``degraded/``: the operator applied to them (y = A x);
+- ``heldout/``: 8 clean views no data view sees: azimuths midway between every other pair of ring views
+  (so not the training's novel cameras, which sit between every pair at the ring's elevation),
+  elevations alternating 15 and 45 degrees.
+
+Written as NeRF-synthetic folders (``multiview.views.write_views``), so the data module takes the world's
+cameras from ``transforms.json`` rather than its own ring defaults.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import torch
+
+from ..inverse.operators import build_operator
+from ..multiview.views import write_views
+from .attributes import Attributes, Camera
+from .cameras import RING_DISTANCE, RING_ELEVATION, RING_FOVY, RING_VIEWS, camera_to_world, ring_azimuths
+from .captions import phrase
+from .objects import renderer_for, sample_object_attrs
+
+HELDOUT_ELEVATIONS = (15.0, 45.0)
+
+
+def ring_cameras() -> list:
+    return [Camera(RING_ELEVATION, azi, RING_DISTANCE, RING_FOVY) for azi in ring_azimuths(RING_VIEWS)]
+
+
+def heldout_cameras(n: int = 8) -> list:
+    step = 360.0 / RING_VIEWS
+    azimuths = [-180.0 + step * (2 * k + 0.5) for k in range(n)]
+    return [Camera(HELDOUT_ELEVATIONS[k % 2], azi, RING_DISTANCE, RING_FOVY) for k, azi in enumerate(azimuths)]
+
+
+def render_cameras(attrs: Attributes, cameras: list, size: int) -> tuple:
+    """Clean renders ``[N, 3, size, size]`` and their c2w ``[N, 4, 4]``."""
+    render = renderer_for(attrs)
+    c2w = torch.stack([camera_to_world(c) for c in cameras])
+    return torch.stack([render(m, c.fovy, size, size) for m, c in zip(c2w, cameras)]), c2w
+
+
+def make_object_scene(out_dir: str, seed: int, size: int, operator: dict, heldout: int = 8) -> dict:
+    """Write ``clean/``, ``degraded/`` and ``heldout/`` for the object drawn with ``seed``; returns the
+    folders, the caption (``a red sphere``: threestudio's prompt processor adds the view), the operator
+    and the attributes."""
+    attrs = sample_object_attrs(torch.Generator().manual_seed(seed), camera=ring_cameras()[0])
+    fov = math.radians(RING_FOVY)
+    clean, c2w = render_cameras(attrs, ring_cameras(), size)
+    with torch.no_grad():
+        y = build_operator(operator).measure(clean, torch.Generator().manual_seed(seed))
+    held, held_c2w = render_cameras(attrs, heldout_cameras(heldout), size)
+    folders = {name: os.path.join(out_dir, name) for name in ("clean", "degraded", "heldout")}
+    write_views(folders["clean"], clean, c2w, fov)
+    write_views(folders["degraded"], y.clamp(0, 1), c2w, fov)
+    write_views(folders["heldout"], held, held_c2w, fov)
+    info = {**folders, "caption": phrase(attrs.colours[0], attrs.shapes[0]), "operator": operator,
+            "shape": attrs.shapes[0], "colour": attrs.colours[0], "size": attrs.sizes[0]}
+    with open(os.path.join(out_dir, "scene.json"), "w") as f:
+        json.dump(info, f, indent=2)
+    return info
