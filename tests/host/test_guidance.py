@@ -88,12 +88,14 @@ def test_running_past_the_schedule_warns_once(ts, tiny_sd, monkeypatch):
     assert len(messages) == 1
 
 
-def test_next_step_noise_is_the_previous_cfg_prediction(ts, tiny_sd, prompt_utils):
-    """Alg. 2: at step 1 the noise added is eps^ predicted at step 0 (eta = 0), computed here by hand."""
-    g = make_guidance(ts, tiny_sd, view_dependent_prompting=False)
+@pytest.mark.parametrize("carry", ["guided", "unconditional"])
+def test_next_step_noise_is_the_previous_prediction(ts, tiny_sd, prompt_utils, carry):
+    """Alg. 2: at step 1 the noise added is eps^ predicted at step 0 (eta = 0), computed here by hand;
+    with guidance.carry=unconditional it is eps(z_t, null) (as Alg. 3 and 4 carry); the target stays eps^."""
+    g = make_guidance(ts, tiny_sd, view_dependent_prompting=False, carry=carry, return_target=True)
     z = torch.randn(1, 4, 64, 64)
     g.update_step(0, 0)
-    g(z.permute(0, 2, 3, 1), prompt_utils, rgb_as_latents=True, **cams())
+    first = g(z.permute(0, 2, 3, 1), prompt_utils, rgb_as_latents=True, **cams())
     t0 = g.sampler.timesteps[0]
     a0 = g.alphas[t0]
     z_t = a0.sqrt() * z + (1 - a0).sqrt() * g.sampler.noise_tilde(0)
@@ -102,9 +104,14 @@ def test_next_step_noise_is_the_previous_cfg_prediction(ts, tiny_sd, prompt_util
         cond = g.unet(z_t, t0, encoder_hidden_states=emb[:1]).sample
         uncond = g.unet(z_t, t0, encoder_hidden_states=emb[1:]).sample
     eps_hat = uncond + 7.5 * (cond - uncond)
+    carried = eps_hat if carry == "guided" else uncond
+    assert torch.allclose(first["carried_rms"], carried.pow(2).mean().sqrt(), atol=1e-5)
+    z0_hat = (z_t - (1 - a0).sqrt() * eps_hat) / a0.sqrt()  # Tweedie with the guided prediction either way
+    target = (g.vae.decode(z0_hat / g.vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
+    assert torch.allclose(first["target_rgb"], target.permute(0, 2, 3, 1), atol=1e-4)
     g.update_step(0, 1)
     g(z.permute(0, 2, 3, 1), prompt_utils, rgb_as_latents=True, **cams())
-    assert torch.allclose(g.sampler.noise_tilde(1), eps_hat, atol=1e-5)
+    assert torch.allclose(g.sampler.noise_tilde(1), carried, atol=1e-5)
 
 
 def test_per_view_noise_keys_follow_the_batch_index(ts, tiny_sd, prompt_utils):
@@ -138,6 +145,7 @@ def test_state_round_trip_continues_identically(ts, tiny_sd, prompt_utils):
     [
         ({"min_step_percent": 0.5, "max_step_percent": 0.5}, "min_step_percent"),
         ({"eta": 1.5}, "eta"),
+        ({"carry": "fresh"}, "guidance.carry="),
         ({"timestep_schedule": "exponential"}, "timestep_schedule"),
         ({"weighting_strategy": "nope"}, "weighting_strategy"),
         ({"mode": "magic"}, "guidance.mode"),

@@ -33,6 +33,12 @@ from dreamsampler.image_io import bchw, bhwc
 from .sd_model import load_sd_components
 
 
+def carrying_target(pair):
+    """(gradient, target eps) of a mode without carried noise, with the target eps as the eps to carry."""
+    grad, eps = pair
+    return grad, eps, eps
+
+
 @threestudio.register("dreamsampler-guidance")
 class DreamSamplerGuidance(BaseObject):
     @dataclass
@@ -59,6 +65,7 @@ class DreamSamplerGuidance(BaseObject):
         steps_per_timestep: int = 1
         eta: float = 0.0
         per_view_noise: bool = False  # one noise memory per batch["index"] (fixed multi-view data)
+        carry: str = "guided"  # the noise carried to the next step: guided (Alg. 2) | unconditional (Alg. 3, 4)
         pixel_loss: bool = False  # also return loss_pixel = ||x - D(z0^)||^2 (supp. eq. 19)
         return_target: bool = False  # also return the decoded target D(z0^) as "target_rgb"
         on_nonfinite: str = "raise"  # raise | skip
@@ -165,6 +172,8 @@ class DreamSamplerGuidance(BaseObject):
                 f"guidance.weighting_strategy={cfg.weighting_strategy!r} is unknown; "
                 f"choose one of {distill.WEIGHTING_STRATEGIES}"
             )
+        if cfg.carry not in ("guided", "unconditional"):
+            raise ValueError(f"guidance.carry={cfg.carry!r} must be 'guided' or 'unconditional'")
         if cfg.on_nonfinite not in ("raise", "skip"):
             raise ValueError(f"guidance.on_nonfinite={cfg.on_nonfinite!r} must be 'raise' or 'skip'")
         if cfg.steps_per_timestep < 1 or cfg.trainer_max_steps < 1:
@@ -206,19 +215,20 @@ class DreamSamplerGuidance(BaseObject):
 
     @torch.no_grad()
     def predict_noise(self, z_t, t, prompt_utils, elevation, azimuth, camera_distances):
-        """CFG noise prediction eps^ (eq. 6, or Perp-Neg when the prompt processor asks for it)."""
+        """(CFG noise prediction eps^ (eq. 6, or Perp-Neg when the prompt processor asks for it),
+        the unconditional prediction eps(z_t, null))."""
         b = z_t.shape[0]
         if prompt_utils.use_perp_neg:
             emb, neg_w = prompt_utils.get_text_embeddings_perp_neg(
                 elevation, azimuth, camera_distances, self.cfg.view_dependent_prompting
             )
             eps = self.forward_unet(torch.cat([z_t] * 4), torch.cat([t] * 4), emb)
-            return perp_neg_cfg(eps[:b], eps[b : 2 * b], eps[2 * b :], neg_w, self.cfg.guidance_scale)
+            return perp_neg_cfg(eps[:b], eps[b : 2 * b], eps[2 * b :], neg_w, self.cfg.guidance_scale), eps[b : 2 * b]
         emb = prompt_utils.get_text_embeddings(
             elevation, azimuth, camera_distances, self.cfg.view_dependent_prompting
         )
         eps_cond, eps_uncond = self.forward_unet(torch.cat([z_t] * 2), torch.cat([t] * 2), emb).chunk(2)
-        return cfg(eps_uncond, eps_cond, self.cfg.guidance_scale)
+        return cfg(eps_uncond, eps_cond, self.cfg.guidance_scale), eps_uncond
 
     # ------------------------------------------------------------------ call
     def __call__(
@@ -256,14 +266,14 @@ class DreamSamplerGuidance(BaseObject):
                 t = torch.randint(self.min_step, self.max_step + 1, [batch_size], dtype=torch.long, device=self.device)
                 eps_tilde = torch.randn_like(latents)
                 z_t = forward_noise(latents.detach(), eps_tilde, self._alpha(t, latents))
-            grad, eps_target = self._gradient(
+            grad, eps_target, eps_carry = self._gradient(
                 latents, z_t, t, eps_tilde, prompt_utils, elevation, azimuth, camera_distances, kwargs
             )
 
         if not (torch.isfinite(eps_target).all() and torch.isfinite(grad).all()):
             return self._non_finite(latents, t)
         if carried:
-            z0_hat = self.sampler.step(z_t, eps_target, self.index, key=keys)
+            z0_hat = self.sampler.step(z_t, eps_target, self.index, key=keys, carry=eps_carry)
         else:
             z0_hat = tweedie(z_t, eps_target, self._alpha(t, latents))
         if self.grad_clip_val is not None:
@@ -276,6 +286,8 @@ class DreamSamplerGuidance(BaseObject):
             "max_step": self.max_step,
             "timestep": int(t[0]),
         }
+        if carried:  # RMS of the noise the next step is forward-noised with (1 for a standard normal)
+            out["carried_rms"] = eps_carry.pow(2).mean().sqrt()
         if self.cfg.pixel_loss or self.cfg.return_target or guidance_eval:
             with torch.no_grad():
                 target = self.decode_latents(z0_hat)
@@ -296,7 +308,8 @@ class DreamSamplerGuidance(BaseObject):
         return self.alphas[t].view(-1, 1, 1, 1).to(like)
 
     def _gradient(self, latents, z_t, t, eps_tilde, prompt_utils, elevation, azimuth, camera_distances, batch):
-        """(gradient on the latent, the eps whose Tweedie estimate is the target): the core's mode functions."""
+        """(gradient on the latent, the eps whose Tweedie estimate is the target, the eps carried to the next
+        step: ``guidance.carry``): the core's mode functions."""
         mode = self.cfg.mode
         if mode == "bridge" and self.global_step < self.cfg.bridge_start_step:
             mode = "sds"  # the bridge paper's stage 1
@@ -304,8 +317,8 @@ class DreamSamplerGuidance(BaseObject):
         w = distill.weighting(self.cfg.weighting_strategy, a)
         scale = self.cfg.guidance_scale
         if mode in ("sds", "dreamsampler"):
-            eps_hat = self.predict_noise(z_t, t, prompt_utils, elevation, azimuth, camera_distances)
-            return distill.sds_gradient(eps_hat, eps_tilde, w), eps_hat
+            eps_hat, eps_uncond = self.predict_noise(z_t, t, prompt_utils, elevation, azimuth, camera_distances)
+            return distill.sds_gradient(eps_hat, eps_tilde, w), eps_hat, eps_uncond if self.cfg.carry == "unconditional" else eps_hat
         vd = self.cfg.view_dependent_prompting
         b = z_t.shape[0]
         tgt, null = prompt_utils.get_text_embeddings(elevation, azimuth, camera_distances, vd).chunk(2)
@@ -313,18 +326,18 @@ class DreamSamplerGuidance(BaseObject):
             z_t_fixed = None
             if self.fixed_noise is not None:
                 z_t_fixed = forward_noise(latents.detach(), self.fixed_noise(latents.shape, latents.device, latents.dtype), a)
-            return distill.lmc_distillation(
+            return carrying_target(distill.lmc_distillation(
                 self.forward_unet, self.corrective, latents, z_t, t, a, tgt, null, scale, w,
                 manifold_weight=self.cfg.lmc_manifold_weight, z_t_fixed=z_t_fixed,
-            )
+            ))
         src = self.source_prompt_utils.get_text_embeddings(elevation, azimuth, camera_distances, vd)[:b]
         if mode == "bridge":
-            return distill.bridge_distillation(self.forward_unet, z_t, t, tgt, src, self.cfg.bridge_scale, w)
+            return carrying_target(distill.bridge_distillation(self.forward_unet, z_t, t, tgt, src, self.cfg.bridge_scale, w))
         # dds: the source image noised with the same t and noise
         if batch.get("source_rgb") is None:
             raise ValueError("guidance.mode=dds needs the source image: pass source_rgb [B, H, W, 3] in the batch")
         z_src_t = forward_noise(self.encode_images(self._native(bchw(batch["source_rgb"]))), eps_tilde, a)
-        return distill.dds_distillation(self.forward_unet, z_t, z_src_t, t, tgt, src, scale, w)
+        return carrying_target(distill.dds_distillation(self.forward_unet, z_t, z_src_t, t, tgt, src, scale, w))
 
     def _non_finite(self, latents, t):
         msg = f"dreamsampler-guidance: non-finite noise prediction or gradient at timestep {int(t[0])}"

@@ -104,7 +104,7 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
                 loss = loss + w_dc * loss_dc
             if "loss_pixel" in guidance_out:
                 loss = loss + self.C(self.cfg.loss.lambda_pixel) * guidance_out["loss_pixel"]
-            for name in ("loss_sds", "loss_pixel", "grad_norm", "timestep"):
+            for name in ("loss_sds", "loss_pixel", "grad_norm", "timestep", "carried_rms"):
                 if name in guidance_out:
                     self.log(f"train/{name}", guidance_out[name])
             self.log("train/gamma", gamma)

@@ -155,6 +155,8 @@ class DreamSamplerSVG(RunFingerprintMixin, GuidanceStateMixin, BaseSystem):
             loss = loss + w_sds * out["loss_sds"]
             self.log("train/loss_sds", out["loss_sds"])
             self.log("train/grad_norm", out["grad_norm"])
+            if "carried_rms" in out:
+                self.log("train/carried_rms", out["carried_rms"])
         for name, value in (("loss_dc", loss_dc), ("loss_xing", loss_xing), ("gamma", gamma),
                             ("timestep", float(self.guidance.current_timestep))):
             self.log(f"train/{name}", value)

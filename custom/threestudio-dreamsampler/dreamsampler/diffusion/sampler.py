@@ -99,12 +99,13 @@ class DreamSampler:
         eps_tilde = torch.cat(tildes) if len(tildes) > 1 else tildes[0]
         return forward_noise(z0, eps_tilde, a_i)
 
-    def step(self, z_t: Latent, eps_hat: Latent, i: int, key: Key = None) -> Latent:
-        """Tweedie's estimate z0^ at index ``i`` (eq. 14); remembers ``eps_hat`` for the next index."""
+    def step(self, z_t: Latent, eps_hat: Latent, i: int, key: Key = None, carry: Optional[Latent] = None) -> Latent:
+        """Tweedie's estimate z0^ at index ``i`` (eq. 14); remembers ``carry`` (default ``eps_hat``, as
+        Alg. 2; the unconditional prediction as Alg. 3 and 4 carry) for the next index."""
         i = self._check_index(i)
         a_i = self.alpha_bar(i, z_t)
         eps_hat = eps_hat.detach()
-        for k, part in self._split(eps_hat, key):
+        for k, part in self._split((eps_hat if carry is None else carry).detach(), key):
             mem = self._memory.setdefault(k, {})
             if mem.get("idx") is not None and int(mem["idx"]) < i:
                 mem["prev_eps"], mem["prev_idx"] = mem["eps"], mem["idx"]
