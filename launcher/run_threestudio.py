@@ -19,6 +19,9 @@ and makes launch.py's ``Trainer(accelerator="gpu", devices=-1)`` a CPU trainer w
 mixed precision. Lightning's DDP ranks re-run the script and threestudio's prompt processor spawns a
 helper that re-imports it; both find CPU mode in ``DREAMSAMPLER_CPU=1`` and install the same backend.
 
+A run resumed with ``resume=<ckpt>`` continues the trial's CSV and TensorBoard logs from the checkpoint's
+step and shows its progress bar's total (:mod:`resumed_run`).
+
 In-process use (tests, benchmarks): :func:`load_threestudio` imports threestudio and loads the
 extension through launch.py's ``load_custom_module``.
 """
@@ -305,6 +308,9 @@ def main(argv=None) -> None:
         n = n_processes(argv)
         cpu_trainer(n)
         say(f"CPU backend installed; Trainer(accelerator='cpu', devices={n})")
+    from .resumed_run import install as continue_resumed_runs
+
+    continue_resumed_runs()
     sys.argv = [os.path.abspath(sys.argv[0])] + argv  # DDP ranks re-run the script with these arguments
     os.chdir(root)
     run_launch_py(root / "launch.py")

@@ -6,6 +6,7 @@
     run.trial_dir                 # <tmp_path>/outputs/<name>/<tag>[@timestamp]
     run.series("train/loss_sds")  # logged values, step order (csv_logs metrics.csv)
     run.images("save/it3-*.png"), run.checkpoint()
+    proc = start_config(config, tmp_path, tiny_sd, steps=4)  # the same run, not waited for (to kill it)
 
 It calls ``python -m dreamsampler_launcher.run_threestudio --cpu --smoke N`` (threestudio's own launch.py on the CPU backend; the
 tiny pipeline; small sizes; the config's ``# smoke:`` lines, see smoke.py) with ``exp_root_dir``
@@ -69,6 +70,40 @@ class Run:
         return out
 
 
+def command(config, out_dir, tiny_sd: str, steps: int = 3, overrides: Sequence[str] = (), processes: int = 1,
+            mode: str = "--train", record: Sequence[str] = ()) -> Tuple[List[str], Dict[str, str]]:
+    """The command line and environment of :func:`run_config`'s run."""
+    out_dir = Path(out_dir)
+    cmd = [sys.executable, *([str(PROBE)] if record else RUN), "--config", str(config), mode, "--cpu"]
+    cmd += ["--smoke", str(steps), f"exp_root_dir={out_dir / 'outputs'}"]
+    if processes > 1:
+        cmd += ["--gpu", ",".join(str(i) for i in range(processes))]
+    cmd += list(overrides)
+    env = dict(os.environ, DREAMSAMPLER_TINY_SD=str(tiny_sd))
+    env.pop("CUDA_VISIBLE_DEVICES", None)  # the process count comes from --gpu
+    if record:
+        env.update(DREAMSAMPLER_RECORD=",".join(record), DREAMSAMPLER_RECORD_DIR=str(out_dir / "records"))
+    return cmd, env
+
+
+def start_config(config, out_dir, tiny_sd: str, steps: int = 3, overrides: Sequence[str] = ()) -> subprocess.Popen:
+    """Start :func:`run_config`'s run without waiting; its output goes to ``out_dir/run.log``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cmd, env = command(config, out_dir, tiny_sd, steps, overrides)
+    with open(out_dir / "run.log", "w") as log:
+        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def trial_dir(out_dir) -> Path:
+    """The one trial directory under ``out_dir/outputs``."""
+    exp_root = Path(out_dir) / "outputs"
+    trials = [p for p in exp_root.glob("*/*") if p.is_dir()]
+    if len(trials) != 1:
+        raise RunFailed(f"expected one trial directory under {exp_root}, found {trials}")
+    return trials[0]
+
+
 def run_config(
     config,
     out_dir,
@@ -82,17 +117,7 @@ def run_config(
 ) -> Run:
     """Run ``config`` for ``steps`` steps on the CPU; returns its one trial directory and log."""
     out_dir = Path(out_dir)
-    exp_root = out_dir / "outputs"
-    records = out_dir / "records"
-    cmd = [sys.executable, *([str(PROBE)] if record else RUN), "--config", str(config), mode, "--cpu"]
-    cmd += ["--smoke", str(steps), f"exp_root_dir={exp_root}"]
-    if processes > 1:
-        cmd += ["--gpu", ",".join(str(i) for i in range(processes))]
-    cmd += list(overrides)
-    env = dict(os.environ, DREAMSAMPLER_TINY_SD=str(tiny_sd))
-    env.pop("CUDA_VISIBLE_DEVICES", None)  # the process count comes from --gpu
-    if record:
-        env.update(DREAMSAMPLER_RECORD=",".join(record), DREAMSAMPLER_RECORD_DIR=str(records))
+    cmd, env = command(config, out_dir, tiny_sd, steps, overrides, processes, mode, record)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     log = proc.stdout + proc.stderr
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -100,10 +125,7 @@ def run_config(
     if proc.returncode != 0:
         tail = "\n".join(log.splitlines()[-60:])
         raise RunFailed(f"{Path(config).name} exited with {proc.returncode} ({out_dir / 'run.log'}):\n{tail}")
-    trials = [p for p in exp_root.glob("*/*") if p.is_dir()]
-    if len(trials) != 1:
-        raise RunFailed(f"{Path(config).name}: expected one trial directory under {exp_root}, found {trials}")
-    return Run(trials[0], log, records)
+    return Run(trial_dir(out_dir), log, out_dir / "records")
 
 
 def assert_sane_image(path: Path) -> np.ndarray:
@@ -124,3 +146,20 @@ def assert_finite_losses(run: Run) -> Dict[str, List[float]]:
     losses = {k: v for k, v in logged.items() if k.startswith("train/loss") and v}
     assert losses, f"{run.trial_dir}: no train/loss* logged"
     return losses
+
+
+def assert_same_state(a, b, path="guidance state"):
+    """``a`` equals ``b`` exactly, through dicts, lists and tensors; ``path`` names where they differ."""
+    assert type(a) is type(b), f"{path}: {type(a)} vs {type(b)}"
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), f"{path}: keys {sorted(a)} vs {sorted(b)}"
+        for key in a:
+            assert_same_state(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_state(x, y, f"{path}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=lambda m: f"{path}: {m}")
+    else:
+        assert a == b, f"{path}: {a} vs {b}"

@@ -2,30 +2,13 @@
 the weights exactly as the uninterrupted run (degraded-view NeRF: its batches are a function of the
 step)."""
 import pytest
-import torch
 
-from .runner import REPO, assert_finite_losses, run_config
+from .runner import REPO, assert_finite_losses, assert_same_state, run_config
 
 pytestmark = pytest.mark.threestudio
 
 CONFIG = REPO / "configs" / "dreamsampler-degraded-nerf.yaml"
 FIXED = ["system.guidance.trainer_max_steps=3"]  # the same schedule whatever trainer.max_steps is
-
-
-def assert_same_state(a, b, path="guidance state"):
-    assert type(a) is type(b), f"{path}: {type(a)} vs {type(b)}"
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), f"{path}: keys {sorted(a)} vs {sorted(b)}"
-        for key in a:
-            assert_same_state(a[key], b[key], f"{path}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same_state(x, y, f"{path}[{i}]")
-    elif isinstance(a, torch.Tensor):
-        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=lambda m: f"{path}: {m}")
-    else:
-        assert a == b, f"{path}: {a} vs {b}"
 
 
 def test_resume_continues_schedule_carried_noise_and_weights(tiny_sd, tmp_path):
