@@ -28,11 +28,17 @@ def newest_version(root: Path) -> Optional[int]:
 
 
 def checkpoint_step(path) -> Optional[int]:
-    """The global step a Lightning checkpoint was saved at (its tensors are mapped, not read); None when it
-    has none (Lightning then reports what the file lacks)."""
+    """The global step a Lightning checkpoint was saved at (its tensors are mapped, not read), loaded as
+    Lightning loads a local file (torch's default ``weights_only``, nothing more permissive); None when it
+    cannot be read that way or has no step (Lightning then reports what is wrong with the file)."""
+    import pickle
+
     import torch
 
-    ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    try:
+        ckpt = torch.load(path, map_location="cpu", mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError):
+        return None
     return ckpt.get("global_step") if isinstance(ckpt, dict) else None
 
 
