@@ -24,6 +24,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -67,6 +68,9 @@ class Settings:
     nerf_samples: int = 32  # samples per ray
     nerf_val_every: int = 50
     svg_steps: int = 200
+    t2i_seeds: int = 4
+    t2i_nfe: int = 50  # DDIM steps, as the mini model's card measures it
+    t2i_steps: int = 500  # distillation steps of the latent baselines
     log: Callable[[str], None] = print
     reader: Reader = field(default_factory=Reader)
 
@@ -431,9 +435,90 @@ def svg(task: str):
     return rows
 
 
+T2I_CAPTIONS = ("a red circle", "a blue square", "a green triangle", "a yellow star", "a black circle")
+T2I_CFG = 4.0  # the mini model's sampling scale (its model card)
+SDS_CFG = 100.0  # DreamFusion's
+
+
+@functools.lru_cache(maxsize=1)
+def world_spread(n: int = 500) -> Dict[str, float]:
+    """Standard deviation of a single shape's x, y and size over the world's own icons (eval split)."""
+    from dreamsampler.world import sample_icon_attrs
+
+    attrs = [sample_icon_attrs(torch.Generator().manual_seed(SCENE_SEED + 500_000 + k), count=1) for k in range(n)]
+    return {"x": float(np.std([a.positions[0][0] for a in attrs])), "y": float(np.std([a.positions[0][1] for a in attrs])),
+            "size": float(np.std([a.sizes[0] for a in attrs]))}
+
+
+def sds_latent(caption: str, seed: int, steps: int) -> torch.Tensor:
+    """Baseline: a 8x8 latent optimized by score distillation through this project's ``dreamsampler-guidance``
+    (mode ``sds``: random t, fresh noise, w = 1 - abar, CFG 100, as DreamFusion), Adam lr 0.05; decoded with
+    the VAE. (The bridge is not run: its source prompt, the artifact descriptors, is outside the mini
+    model's word-level vocabulary and context.)"""
+    from dreamsampler_launcher.run_threestudio import load_threestudio
+
+    ts = load_threestudio(cpu=True)
+    cwd = os.getcwd()
+    try:
+        os.chdir(tempfile.mkdtemp())  # the prompt processor caches its embeddings in the working directory
+        pp_cfg = {"pretrained_model_name_or_path": str(MINI_SD), "prompt": caption, "spawn": False}
+        prompt_utils = ts.find("stable-diffusion-prompt-processor")(pp_cfg)()
+        cfg = {"pretrained_model_name_or_path": str(MINI_SD), "mode": "sds", "weighting_strategy": "sds",
+               "guidance_scale": SDS_CFG, "view_dependent_prompting": False, "trainer_max_steps": steps}
+        guidance = ts.find("dreamsampler-guidance")(cfg)
+    finally:
+        os.chdir(cwd)
+    torch.manual_seed(seed)
+    latent = torch.randn(1, 8, 8, 4).requires_grad_(True)  # threestudio's [B, H, W, C]
+    opt = torch.optim.Adam([latent], lr=0.05)
+    zeros = torch.zeros(1)
+    for step in range(steps):
+        guidance.update_step(0, step)
+        out = guidance(latent, prompt_utils, elevation=zeros, azimuth=zeros, camera_distances=zeros + 1, rgb_as_latents=True)
+        opt.zero_grad()
+        out["loss_sds"].backward()
+        opt.step()
+    with torch.no_grad():
+        return quantized(guidance.decode_latents(latent.detach().permute(0, 3, 1, 2)))
+
+
+def text_to_image(s: Settings):
+    """Text-to-image: the identity generator with DreamSampler (= DDIM, the shipped config at CFG 4)
+    against a latent optimized by SDS; attributes read back, spread over seeds."""
+    out, figure, spreads = [], [], defaultdict(list)
+    methods = ["dreamsampler (identity generator = ddim)", "sds latent"]
+    for c, caption in enumerate(T2I_CAPTIONS):
+        row, reads = [], defaultdict(list)
+        for seed in range(s.t2i_seeds):
+            imgs = {
+                methods[0]: read_png(run(s, "dreamsampler-text-to-image", f"text-to-image/ddim/{c}-{seed}", [
+                    f"system.prompt={caption!r}", f"system.guidance_scale={T2I_CFG}", f"seed={seed}"], steps=s.t2i_nfe) / "result.png"),
+                methods[1]: sds_latent(caption, seed, s.t2i_steps),
+            }
+            colour, shape = caption.split()[1:]
+            for name, img in imgs.items():
+                read = s.reader(img, "icon")[0]
+                ok = read["count"] == 1
+                out.append({"method": name, "scene": f"{c}-{seed}", "prompt": caption,
+                            "unet_evals": 2 * (s.t2i_nfe if name == methods[0] else s.t2i_steps),
+                            "colour_ok": ok and read["colours"][0] == colour, "shape_ok": ok and read["shapes"][0] == shape})
+                if ok:
+                    reads[name].append((*read["positions"][0], read["sizes"][0]))
+            if seed < 2:
+                row += list(imgs.values())
+        for name, rs in reads.items():
+            if len(rs) > 1:
+                spreads[name].append(np.std(np.array(rs), axis=0) / np.array(list(world_spread().values())))
+        figure.append(row)
+    for r in out:  # the spread of position / size over seeds, as a fraction of the world's (mean over captions)
+        sp = spreads.get(r["method"])
+        r["spread_vs_world"] = float(np.mean(sp)) if sp else float("nan")
+    return out, figure, [f"{m} seed {k}" for k in range(2) for m in methods]
+
+
 TASKS: Dict[str, Callable] = {"inpaint": inpaint, "edit": edit, "restore-blur": restore("restore-blur"),
                               "restore-x4": restore("restore-x4"), "nerf-blur": nerf("nerf-blur"), "nerf-x4": nerf("nerf-x4"),
-                              "svg-blur": svg("svg-blur"), "svg-x8": svg("svg-x8")}
+                              "svg-blur": svg("svg-blur"), "svg-x8": svg("svg-x8"), "text-to-image": text_to_image}
 QUICK_TASKS = ("restore-blur",)
 
 
