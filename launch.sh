@@ -4,9 +4,9 @@
 #                                   the launcher), locate and install threestudio, build the tiny pipeline
 #   bash launch.sh test [pytest args]   run the test suite (host tests run when threestudio is found)
 #   bash launch.sh tiny-sd [dir]    build the tiny offline Stable-Diffusion-shaped pipeline
-#   bash launch.sh train|test|export --config <yaml> [--cpu] [--gpu 0,1] [--smoke N] [key=value ...]
+#   bash launch.sh train|test|export --config <yaml> [--cpu] [--gpu 0,1] [--smoke N | --smoke-tiny N] [key=value ...]
 #                                   threestudio's launch.py with the extension (CPU when there is no GPU or with --cpu)
-#   bash launch.sh smoke [steps]    every configs/*.yaml for a few steps (default 2) on the tiny pipeline, CPU
+#   bash launch.sh smoke [steps]    every configs/*.yaml for a few steps (default 2) on the miniature world model, CPU
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

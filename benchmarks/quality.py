@@ -42,12 +42,11 @@ from dreamsampler.image_io import read_image, rect_mask, to_uint8
 from dreamsampler.inverse.cg import data_consistency_solve
 from dreamsampler.inverse.operators import build_operator
 from dreamsampler.metrics import masked_psnr, psnr, ssim
-from dreamsampler.world import COLOUR_NAMES, SPLIT_OFFSETS, icon_caption, sample_icon
+from dreamsampler.world import COLOUR_NAMES, MINI_SD, SPLIT_OFFSETS, icon_caption, sample_icon
 from dreamsampler.world.evaluator import Reader
 from dreamsampler.world.scenes import make_object_scene
 
 REPO = Path(__file__).resolve().parents[1]
-MINI_SD = REPO / "custom" / "threestudio-dreamsampler" / "dreamsampler" / "world" / "mini-sd"
 SCENE_SEED = SPLIT_OFFSETS["eval"] + 700_000  # held-out icons of this benchmark (eval split)
 OPERATORS = {  # the paper's restoration operators at the world's scale (64 px)
     "restore-blur": [{"type": "blur", "kernel_size": 5, "sigma": 10.0}],

@@ -12,7 +12,7 @@ scalars are replaced, ``${...}`` interpolations stay unresolved until threestudi
 threestudio's ``launch.py`` reads exactly one file and rejects unknown top-level keys, so
 ``run_threestudio.py`` writes the merged config to a file named by its content and hands that to
 launch.py; the trial's ``configs/raw.yaml`` is then the whole config. The ``# smoke:`` lines of the
-chain (base first) are copied into that file, so ``--smoke`` applies them (``smoke.py``).
+chain (base first) and its ``# smoke-world:`` lines are copied into that file, so ``--smoke`` applies them (``smoke.py``).
 """
 from __future__ import annotations
 
@@ -53,7 +53,8 @@ def merged_config(path: Union[str, Path], out_dir: Union[str, Path]) -> Path:
     if len(chain) == 1:
         return Path(path)
     header = [f"# {chain[-1]} merged over {', '.join(map(str, reversed(chain[:-1])))} (written by config_base.py)"]
-    header += [f"# smoke: {shlex.join(config_smoke_lines(f))}" for f in chain if config_smoke_lines(f)]
+    header += [f"# {tag}: {shlex.join(config_smoke_lines(f, tag))}" for tag in ("smoke", "smoke-world")
+               for f in chain if config_smoke_lines(f, tag)]
     text = "\n".join(header) + "\n" + OmegaConf.to_yaml(cfg)
     out = Path(out_dir) / f"{chain[-1].stem}-{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
     if not out.is_file():

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 PATH_FIELDS = ("image", "measurement", "mask", "dataroot", "gt_root", "heldout_root", "lmc_checkpoint", "target", "resume")
 MODEL_FIELDS = ("pretrained_model_name_or_path",)
 NOT_PATHS = ("procedural", "shapes")  # values of path fields that name built-in data
-PREFIXES = ("skimage:",)
+PREFIXES = ("skimage:", "world:")
 
 
 def _is_user_path(value) -> bool:

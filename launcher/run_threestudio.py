@@ -3,8 +3,8 @@
     python -m dreamsampler_launcher.run_threestudio --config configs/<name>.yaml --train [--cpu] [key=value ...]
 
 Takes every argument launch.py takes (``--train/--validate/--test/--export``, ``--gpu``,
-``--typecheck``, overrides) plus ``--cpu`` and ``--smoke N`` (N steps on the tiny offline pipeline
-at small sizes, see ``smoke.py``); a ``--config`` with a ``base:`` key (a variant stating only what
+``--typecheck``, overrides) plus ``--cpu``, ``--smoke N`` (N steps on the miniature world model with
+world inputs) and ``--smoke-tiny N`` (N steps on the tiny offline pipeline), both at small sizes (``smoke.py``); a ``--config`` with a ``base:`` key (a variant stating only what
 differs from its base, see ``config_base.py``) is merged over its base first. threestudio must be
 importable (``launch.sh setup`` installs the checkout at ``$THREESTUDIO_ROOT``, default
 ``${XDG_CACHE_HOME:-~/.cache}/threestudio-dreamsampler/threestudio``, into the environment); it keeps
@@ -266,24 +266,33 @@ def expand_base(argv: list) -> list:
 
 
 def expand_smoke(argv: list) -> list:
-    """Replace ``--smoke N`` by the overrides of an N-step run on the tiny offline pipeline (smoke.py)."""
-    if "--smoke" not in argv:
+    """Replace ``--smoke N`` (the miniature world model, world inputs) or ``--smoke-tiny N`` (the tiny random
+    pipeline) by the overrides of an N-step offline run (smoke.py)."""
+    flag = next((f for f in ("--smoke", "--smoke-tiny") if f in argv), None)
+    if flag is None:
         return argv
-    i = argv.index("--smoke")
+    i = argv.index(flag)
     if i + 1 >= len(argv) or not argv[i + 1].isdigit():
-        raise SystemExit("[run_threestudio] --smoke takes a number of steps, e.g. --smoke 3")
+        raise SystemExit(f"[run_threestudio] {flag} takes a number of steps, e.g. {flag} 3")
     steps, argv = int(argv[i + 1]), argv[:i] + argv[i + 2 :]
     config = config_path(argv)
     if config is None:
-        raise SystemExit("[run_threestudio] --smoke needs --config <yaml>")
+        raise SystemExit(f"[run_threestudio] {flag} needs --config <yaml>")
     user = _overrides(argv)
-    from dreamsampler.testing.tiny_pipeline import build_tiny_pipeline, default_location
-
     from .smoke import smoke_overrides
 
-    model = build_tiny_pipeline(default_location())
-    say(f"smoke run: {steps} steps on the tiny pipeline {model}")
-    return [a for a in argv if a not in user] + smoke_overrides(config, steps, model, user)
+    world = flag == "--smoke"
+    if world:
+        from dreamsampler.world import MINI_SD
+
+        model = str(MINI_SD)
+        say(f"smoke run: {steps} steps on the miniature world model {model} (world inputs and prompts)")
+    else:
+        from dreamsampler.testing.tiny_pipeline import build_tiny_pipeline, default_location
+
+        model = build_tiny_pipeline(default_location())
+        say(f"smoke run: {steps} steps on the tiny pipeline {model}")
+    return [a for a in argv if a not in user] + smoke_overrides(config, steps, model, user, world=world)
 
 
 def main(argv=None) -> None:

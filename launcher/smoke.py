@@ -21,6 +21,7 @@ from typing import List
 from omegaconf import OmegaConf
 
 SMOKE_PROMPT = "a hamburger"
+WORLD_PROMPT = "a red sphere"
 SMOKE_SIZE = 32
 SMOKE_SAMPLES_PER_RAY = 32
 SMALL_DATA = {  # data modules of threestudio itself whose defaults render large eval views
@@ -35,13 +36,13 @@ SMALL_DATA = {  # data modules of threestudio itself whose defaults render large
 }
 
 
-def config_smoke_lines(config: Path) -> List[str]:
-    """The ``key=value`` overrides on the config's ``# smoke:`` comment lines."""
-    out = []
+def config_smoke_lines(config: Path, tag: str = "smoke") -> List[str]:
+    """The ``key=value`` overrides on the config's ``# <tag>:`` comment lines (``smoke`` or ``smoke-world``)."""
+    out, head = [], f"# {tag}:"
     for line in Path(config).read_text().splitlines():
         stripped = line.strip()
-        if stripped.startswith("# smoke:"):
-            out += shlex.split(stripped[len("# smoke:") :])
+        if stripped.startswith(head):
+            out += shlex.split(stripped[len(head) :])
     return out
 
 
@@ -56,13 +57,13 @@ def _model_keys(node: dict, prefix: str) -> List[str]:
     return keys
 
 
-def generic_overrides(cfg, steps: int, model: str) -> List[str]:
+def generic_overrides(cfg, steps: int, model: str, prompt: str = SMOKE_PROMPT) -> List[str]:
     out = [f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}"]
     system = cfg.get("system") or {}
     out += [f"{key}={model}" for key in _model_keys(OmegaConf.to_container(system, resolve=False), "system")]
     prompt_processor = system.get("prompt_processor")
     if OmegaConf.is_dict(prompt_processor) and OmegaConf.is_missing(prompt_processor, "prompt"):
-        out.append(f"system.prompt_processor.prompt={SMOKE_PROMPT!r}")
+        out.append(f"system.prompt_processor.prompt={prompt!r}")
     renderer = system.get("renderer")
     if OmegaConf.is_dict(renderer) and "num_samples_per_ray" in renderer:
         out.append(f"system.renderer.num_samples_per_ray={SMOKE_SAMPLES_PER_RAY}")
@@ -71,11 +72,15 @@ def generic_overrides(cfg, steps: int, model: str) -> List[str]:
     return out
 
 
-def smoke_overrides(config, steps: int, model: str, extra: List[str] = ()) -> List[str]:
-    """Overrides for an N-step smoke run of ``config`` on ``model``; ``extra`` wins over the rest."""
+def smoke_overrides(config, steps: int, model: str, extra: List[str] = (), world: bool = False) -> List[str]:
+    """Overrides for an N-step smoke run of ``config`` on ``model`` (the world model when ``world``);
+    ``extra`` wins over the rest."""
     config = Path(config)
     cfg = OmegaConf.load(config)
-    overrides = generic_overrides(cfg, steps, model) + config_smoke_lines(config) + list(extra)
+    overrides = generic_overrides(cfg, steps, model, WORLD_PROMPT if world else SMOKE_PROMPT) + config_smoke_lines(config)
+    if world:
+        overrides += config_smoke_lines(config, "smoke-world")
+    overrides += list(extra)
     merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:

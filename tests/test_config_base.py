@@ -8,6 +8,7 @@ from dreamsampler_launcher.smoke import config_smoke_lines
 
 BASE = """\
 # smoke: system.size=8 'system.prompt="a b"'
+# smoke-world: system.image=world:1
 name: base
 system:
   prompt: ???
@@ -54,6 +55,7 @@ def test_the_merged_file_is_the_whole_config_with_the_chains_smoke_lines(chain, 
     assert OmegaConf.load(out) == load_with_base(chain / "sub" / "leaf.yaml")[0]
     # base's lines first, so the variant's win when smoke.py applies them in order
     assert config_smoke_lines(out) == ['system.size=8', 'system.prompt="a b"', "system.size=4"]
+    assert config_smoke_lines(out, "smoke-world") == ["system.image=world:1"]
     assert merged_config(chain / "sub" / "leaf.yaml", tmp_path / "merged") == out  # named by content
     (chain / "sub" / "leaf.yaml").write_text((chain / "sub" / "leaf.yaml").read_text().replace("10.", "11."))
     assert merged_config(chain / "sub" / "leaf.yaml", tmp_path / "merged") != out
@@ -89,3 +91,15 @@ def test_bad_bases_are_reported_with_the_file(chain, tmp_path):
         load_with_base(chain / "empty.yaml")
     with pytest.raises(SystemExit, match=r"\[run_threestudio\] --config .*orphan.yaml"):
         run_threestudio.expand_base(["--config", str(chain / "orphan.yaml")])
+
+
+def test_smoke_on_the_world_model_adds_the_configs_world_lines(chain):
+    """--smoke: the world model with the chain's # smoke-world: lines; --smoke-tiny: without them."""
+    from dreamsampler_launcher.smoke import smoke_overrides
+
+    leaf = chain / "sub" / "leaf.yaml"
+    merged = merged_config(leaf, chain / "merged")
+    world = smoke_overrides(merged, 3, "MODEL", ["system.size=2"], world=True)
+    tiny = smoke_overrides(merged, 3, "MODEL", ["system.size=2"])
+    assert world == tiny[:-1] + ["system.image=world:1", "system.size=2"]  # the caller's overrides still last
+    assert "trainer.max_steps=3" in tiny and "system.size=4" in tiny

@@ -51,3 +51,12 @@ def test_rectangles_and_latent_masks():
         rect_mask([0.1, 0.2], 16, 16, "system.regions[1].rect")
     lat = latent_mask(rect_mask([0.0, 0.0, 0.3, 0.3], 32, 32, "r")[None], 8)
     assert lat.shape == (1, 1, 4, 4) and lat[0, 0, :2, :2].all() and lat.sum() == 4
+
+
+def test_world_icons_are_read_by_index_from_the_held_out_split():
+    from dreamsampler.world import world_image
+
+    img = read_image("world:124", "system.image")
+    assert img.shape == (3, 64, 64) and torch.equal(img, world_image("eval", 124, "icon")[0])
+    with pytest.raises(ValueError, match=r"system.image='world:red': a world icon is world:<index>"):
+        read_image("world:red", "system.image")

@@ -8,7 +8,7 @@
     run.images("save/it3-*.png"), run.checkpoint()
     proc = start_config(config, tmp_path, tiny_sd, steps=4)  # the same run, not waited for (to kill it)
 
-It calls ``python -m dreamsampler_launcher.run_threestudio --cpu --smoke N`` (threestudio's own launch.py on the CPU backend; the
+It calls ``python -m dreamsampler_launcher.run_threestudio --cpu --smoke-tiny N`` (threestudio's own launch.py on the CPU backend; the
 tiny pipeline; small sizes; the config's ``# smoke:`` lines, see smoke.py) with ``exp_root_dir``
 under ``out_dir``. ``processes=2`` runs Lightning DDP on 2 CPU processes (gloo).
 ``record=("train/timestep",)`` makes every rank write those logged values to
@@ -75,7 +75,7 @@ def command(config, out_dir, tiny_sd: str, steps: int = 3, overrides: Sequence[s
     """The command line and environment of :func:`run_config`'s run."""
     out_dir = Path(out_dir)
     cmd = [sys.executable, *([str(PROBE)] if record else RUN), "--config", str(config), mode, "--cpu"]
-    cmd += ["--smoke", str(steps), f"exp_root_dir={out_dir / 'outputs'}"]
+    cmd += ["--smoke-tiny", str(steps), f"exp_root_dir={out_dir / 'outputs'}"]
     if processes > 1:
         cmd += ["--gpu", ",".join(str(i) for i in range(processes))]
     cmd += list(overrides)

@@ -19,6 +19,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 SKIMAGE_PREFIX = "skimage:"
+WORLD_PREFIX = "world:"  # world:<index>: icon <index> of the world's held-out (eval) split, 64x64
 
 
 def bchw(x: Float[Tensor, "B H W C"]) -> Float[Tensor, "B C H W"]:
@@ -58,6 +59,8 @@ def read_image(source: str, field: str) -> Tensor:
         if not callable(loader):
             raise ValueError(f"{field}={source!r}: scikit-image has no image {name!r} (try chelsea, astronaut, coffee, rocket)")
         return _to_tensor(loader())
+    if source.startswith(WORLD_PREFIX):
+        return world_icon(source, field)
     if not os.path.isfile(source):
         raise FileNotFoundError(f"{field}: image file {source!r} does not exist")
     from PIL import Image, UnidentifiedImageError
@@ -67,6 +70,16 @@ def read_image(source: str, field: str) -> Tensor:
             return _to_tensor(np.asarray(im.convert("RGB")))
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"{field}: cannot read image file {source!r} ({exc})") from exc
+
+
+def world_icon(source: str, field: str) -> Tensor:
+    """``world:<index>``: the held-out world icon ``<index>`` as ``[3, 64, 64]`` (the mini model's domain)."""
+    index = source[len(WORLD_PREFIX):]
+    if not index.isdigit():
+        raise ValueError(f"{field}={source!r}: a world icon is {WORLD_PREFIX}<index>, e.g. {WORLD_PREFIX}124 (a red circle)")
+    from .world import world_image
+
+    return world_image("eval", int(index), "icon")[0]
 
 
 def square_resize(img: Tensor, size: int) -> Tensor:

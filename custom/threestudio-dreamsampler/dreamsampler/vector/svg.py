@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..image_io import WORLD_PREFIX, world_icon
 from .rasterizer import render, segment_controls, validate_scene
 
 ICON_SUFFIX = ", minimal flat 2d vector icon. lineal color. on a white background. trending on artstation."
@@ -88,7 +89,8 @@ def shapes_scene(height: int, width: int, dtype: torch.dtype = torch.float32) ->
 
 def load_image(source: str, height: Optional[int] = None, width: Optional[int] = None) -> Tensor:
     """A ``[3, H, W]`` image in [0, 1] from ``"shapes"`` (:func:`shapes_scene`, needs a size),
-    ``"skimage:<name>"`` (a picture shipped in ``skimage.data``) or an image file. Alpha is composited
+    ``"skimage:<name>"`` (a picture shipped in ``skimage.data``), ``"world:<index>"`` (a held-out world icon,
+    ``image_io.world_icon``) or an image file. Alpha is composited
     over white; with a size, the image is centre-cropped to its aspect ratio and resized (antialiased)."""
     if source == "shapes":
         if height is None or width is None:
@@ -102,6 +104,8 @@ def load_image(source: str, height: Optional[int] = None, width: Optional[int] =
         if not callable(getattr(skimage.data, name, None)):
             raise ValueError(f"skimage.data has no picture {name!r} (try astronaut, chelsea, coffee, rocket)")
         array = getattr(skimage.data, name)()
+    elif source.startswith(WORLD_PREFIX):
+        array = world_icon(source, "system.target").permute(1, 2, 0).numpy()
     else:
         import imageio.v3 as iio
 
