@@ -1,0 +1,40 @@
+"""benchmarks/quality.py's table pieces (no runs): summaries, the Markdown table of rows with different
+columns, the NeRF curves read from validation metrics, run folder names."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import quality  # noqa: E402
+
+
+def test_summaries_average_scenes_and_turn_booleans_into_accuracies():
+    rows = [{"method": "a", "scene": 0, "unet_evals": 2, "psnr": 20.0, "colour_ok": True},
+            {"method": "a", "scene": 1, "unet_evals": 2, "psnr": 30.0, "colour_ok": False},
+            {"method": "degraded input", "scene": 0, "unet_evals": 0, "psnr": 10.0}]
+    summary = {r["method"]: r for r in quality.summarize(rows)}
+    assert summary["a"] == {"method": "a", "scenes": 2, "unet_evals": 2.0, "psnr": 25.0, "colour_ok": 0.5}
+    md = quality.markdown({"task": quality.summarize(rows)})
+    assert "| method | scenes | unet_evals | psnr | colour_ok |" in md
+    assert "| a | 2 | 2.00 | 25.00 | 0.500 |" in md and "| degraded input | 1 | 0.00 | 10.00 |  |" in md
+
+
+def test_nerf_curve_reads_each_validation_in_step_order(tmp_path):
+    for step, value in ((150, 21.0), (100, 20.0), (200, 22.0)):
+        (tmp_path / f"it{step}-val").mkdir()
+        (tmp_path / f"it{step}-val" / "metrics.json").write_text(json.dumps({"step": step, "renders": {"psnr": value, "ssim": 0.5}}))
+    curve = quality.nerf_curve(tmp_path, warmup=100, unet_per_step=2)
+    assert [(p["step"], p["unet_evals"], p["psnr"]) for p in curve] == [(100, 0, 20.0), (150, 100, 21.0), (200, 200, 22.0)]
+
+
+@pytest.mark.parametrize("name, folder", [("sds as eq. 18's prior", "sds-as-eq-18s-prior"),
+                                          ("dreamsampler (eq. 18-19, shipped)", "dreamsampler-eq-18-19-shipped")])
+def test_run_folders_are_named_by_method(name, folder):
+    assert quality.slug(name) == folder
+
+
+def test_the_worlds_own_spread_of_icon_position_and_size():
+    spread = quality.world_spread(200)
+    assert set(spread) == {"x", "y", "size"} and 0.1 < spread["x"] < 0.35 and 0 < spread["size"] < 0.1
