@@ -481,6 +481,14 @@ def sds_latent(caption: str, seed: int, steps: int) -> torch.Tensor:
         return quantized(guidance.decode_latents(latent.detach().permute(0, 3, 1, 2)))
 
 
+def cached_image(path: Path, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``make()`` (an 8-bit-quantized image ``[1, 3, H, W]``), saved at ``path`` and read back on later calls."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        iio.imwrite(path, to_uint8(make()[0]))
+    return read_png(path)
+
+
 def text_to_image(s: Settings):
     """Text-to-image: the identity generator with DreamSampler (= DDIM, the shipped config at CFG 4)
     against a latent optimized by SDS; attributes read back, spread over seeds."""
@@ -492,7 +500,8 @@ def text_to_image(s: Settings):
             imgs = {
                 methods[0]: read_png(run(s, "dreamsampler-text-to-image", f"text-to-image/ddim/{c}-{seed}", [
                     f"system.prompt={caption!r}", f"system.guidance_scale={T2I_CFG}", f"seed={seed}"], steps=s.t2i_nfe) / "result.png"),
-                methods[1]: sds_latent(caption, seed, s.t2i_steps),
+                methods[1]: cached_image(s.out / "runs" / "text-to-image" / "sds-latent" / f"{c}-{seed}.png",
+                                         lambda: sds_latent(caption, seed, s.t2i_steps)),
             }
             colour, shape = caption.split()[1:]
             for name, img in imgs.items():
@@ -597,7 +606,8 @@ def main(argv=None) -> dict:
     s = Settings(out=Path(args.out).resolve(), scenes=args.scenes or (1 if args.quick else 5),
                  nfe=args.nfe or 200, quick=args.quick)
     s.out.mkdir(parents=True, exist_ok=True)
-    table, start = {}, time.time()
+    saved = s.out / "quality.json"  # tasks measured earlier in this folder stay in the table
+    table, start = (json.loads(saved.read_text())["table"] if saved.exists() else {}), time.time()
     for name in names:
         print(f"[quality] {name}", flush=True)
         t0 = time.time()
@@ -606,7 +616,8 @@ def main(argv=None) -> dict:
         (s.out / f"{name}.json").write_text(json.dumps({"rows": rows, "summary": table[name]}, indent=1))
         save_figure(s.out / f"{name}.png", figure, columns)
         print(markdown({name: table[name]}), f"({time.time() - t0:.0f} s)", flush=True)
-    meta = {"scenes": s.scenes, "nfe": s.nfe, "quick": s.quick, "seconds": round(time.time() - start),
+    table = {k: table[k] for k in TASKS if k in table}
+    meta = {"tasks": names, "scenes": s.scenes, "nfe": s.nfe, "quick": s.quick, "seconds": round(time.time() - start),
             "model": "dreamsampler/world/mini-sd", "threads": torch.get_num_threads()}
     (s.out / "quality.json").write_text(json.dumps({"meta": meta, "table": table}, indent=1))
     (s.out / "quality.md").write_text(markdown(table) + f"\n{meta}\n")
