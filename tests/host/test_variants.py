@@ -62,8 +62,8 @@ def test_variant_is_its_base_plus_what_it_states(variant):
     assert set(base) <= set(got)
     assert merged.system.guidance.mode == variant.stem.rsplit("-", 1)[1]
     assert merged.name == f"dreamsampler-{variant.stem}"  # its own output folder
-    if merged.system.guidance.mode in ("sds", "bridge"):  # the baselines as their authors ran them: w = 1 - abar
-        assert merged.system.guidance.weighting_strategy == "sds"
+    if merged.system.guidance.mode in ("sds", "bridge") and "nerf" in variant.stem:  # as their authors ran them:
+        assert merged.system.guidance.weighting_strategy == "sds"  # w = 1 - abar (eq. 21 fixes the SVG's form)
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=[v.stem for v in VARIANTS])
