@@ -1,13 +1,15 @@
 """benchmarks/quality.py's table pieces (no runs): summaries, the Markdown table of rows with different
 columns, the NeRF curves read from validation metrics, run folder names."""
+import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import quality  # noqa: E402
+_spec = importlib.util.spec_from_file_location("quality", Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py")
+quality = sys.modules["quality"] = importlib.util.module_from_spec(_spec)  # dataclasses look it up
+_spec.loader.exec_module(quality)
 
 
 def test_summaries_average_scenes_and_turn_booleans_into_accuracies():
