@@ -301,6 +301,16 @@ MINI_SD = __import__("pathlib").Path(__file__).resolve().parents[2] / "custom/th
 
 
 @pytest.mark.skipif(not (MINI_SD / "model_index.json").exists(), reason="the trained mini-sd folder is absent")
+def test_a_source_prompt_longer_than_the_text_encoders_context_names_the_field(ts, tmp_path_factory):
+    """The bridge's default y_src is 87 tokens for the mini model (unknown words split into characters), its context 32."""
+    pp = {"pretrained_model_name_or_path": str(MINI_SD), "prompt": "a red circle", "spawn": False}
+    with pytest.raises(ValueError, match=r"longer than the text encoder's 32 .*guidance.source_suffix"):
+        make_guidance(ts, str(MINI_SD), mode="bridge", prompt_processor=pp)
+    g = make_guidance(ts, str(MINI_SD), mode="bridge", prompt_processor=pp, source_suffix=", a blue square")
+    assert g.source_prompt_utils is not None
+
+
+@pytest.mark.skipif(not (MINI_SD / "model_index.json").exists(), reason="the trained mini-sd folder is absent")
 def test_the_miniature_world_model_is_guided_at_its_native_64(ts, tmp_path_factory):
     """The trained mini-sd (64 px, 16x16 latents): a guidance step encodes the 64x64 render as it is."""
     pu = make_prompt_utils(ts, str(MINI_SD), tmp_path_factory, "a red circle")

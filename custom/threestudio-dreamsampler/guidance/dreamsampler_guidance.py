@@ -150,7 +150,22 @@ class DreamSamplerGuidance(BaseObject):
         pp["prompt"] = source_prompt(pp.get("prompt", ""), self.cfg.source_prompt, self.cfg.source_suffix)
         pp.setdefault("pretrained_model_name_or_path", self.cfg.pretrained_model_name_or_path)
         threestudio.info(f"guidance source prompt y_src: {pp['prompt']!r}")
+        self._check_fits_context(pp["prompt"], pp["pretrained_model_name_or_path"])
         return threestudio.find(self.cfg.prompt_processor_type)(pp)()
+
+    @staticmethod
+    def _check_fits_context(prompt: str, model: str) -> None:
+        """y_src (with threestudio's longest view suffix) must fit the text encoder's context: the prompt
+        processor pads without truncating, and a longer prompt fails inside the tokenizer."""
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model, subfolder="tokenizer")
+        n = len(tokenizer(f"{prompt}, overhead view").input_ids)
+        if n > tokenizer.model_max_length:
+            raise ValueError(
+                f"guidance source prompt y_src {prompt!r} is {n} tokens with its view suffix, longer than the text "
+                f"encoder's {tokenizer.model_max_length} ({model}): shorten guidance.source_suffix or set guidance.source_prompt"
+            )
 
     def _validate(self) -> None:
         cfg = self.cfg
