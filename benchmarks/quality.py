@@ -619,7 +619,7 @@ def main(argv=None) -> dict:
     table = {k: table[k] for k in TASKS if k in table}
     meta = {"tasks": names, "scenes": s.scenes, "nfe": s.nfe, "quick": s.quick, "seconds": round(time.time() - start),
             "model": "dreamsampler/world/mini-sd", "threads": torch.get_num_threads()}
-    (s.out / "quality.json").write_text(json.dumps({"meta": meta, "table": table}, indent=1))
+    saved.write_text(json.dumps({"meta": meta, "table": table}, indent=1))
     (s.out / "quality.md").write_text(markdown(table) + f"\n{meta}\n")
     print(f"[quality] {meta['seconds']} s; table in {s.out / 'quality.md'}")
     return table

@@ -190,8 +190,9 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
             "per_view": rows,
         }
         if heldout:
-            summary["heldout"] = {"n_views": len(heldout), **mean(heldout), "per_view": heldout}
-            for k, v in mean(heldout).items():
+            heldout_mean = mean(heldout)
+            summary["heldout"] = {"n_views": len(heldout), **heldout_mean, "per_view": heldout}
+            for k, v in heldout_mean.items():
                 self.log(f"{stage}/heldout_{k}", v)
         path = self.save_json(filename, summary)
         threestudio.info(f"{stage} metrics: renders {summary['renders']}, degraded input {summary['degraded_input']} -> {path}")

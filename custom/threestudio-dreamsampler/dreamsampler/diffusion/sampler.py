@@ -105,7 +105,8 @@ class DreamSampler:
         i = self._check_index(i)
         a_i = self.alpha_bar(i, z_t)
         eps_hat = eps_hat.detach()
-        for k, part in self._split((eps_hat if carry is None else carry).detach(), key):
+        carry = eps_hat if carry is None else carry.detach()
+        for k, part in self._split(carry, key):
             mem = self._memory.setdefault(k, {})
             if mem.get("idx") is not None and int(mem["idx"]) < i:
                 mem["prev_eps"], mem["prev_idx"] = mem["eps"], mem["idx"]
