@@ -180,6 +180,12 @@ def schedule_follows_the_run(cfg) -> list:
     return ["system.guidance.trainer_max_steps=${trainer.max_steps}"]
 
 
+def uses_deep_floyd(cfg) -> bool:
+    """Whether the run's prompts are encoded by threestudio's DeepFloyd IF prompt processor (an IF config)."""
+    system = cfg.get("system") or {}
+    return system.get("prompt_processor_type") == "deep-floyd-prompt-processor"
+
+
 def check_tag_fields(cfg) -> None:
     """The fields a config's ``tag`` is made from (``${rmspace:${data.caption},_}``) must be set: an empty
     one would fail deep inside threestudio's config loading ('NoneType' has no attribute 'replace')."""
@@ -267,7 +273,8 @@ def expand_base(argv: list) -> list:
 
 def expand_smoke(argv: list) -> list:
     """Replace ``--smoke N`` (the miniature world model, world inputs) or ``--smoke-tiny N`` (the tiny random
-    pipeline) by the overrides of an N-step offline run (smoke.py)."""
+    pipeline) by the overrides of an N-step offline run (smoke.py); a DeepFloyd IF config runs on the tiny
+    IF-shaped pipeline with either flag."""
     flag = next((f for f in ("--smoke", "--smoke-tiny") if f in argv), None)
     if flag is None:
         return argv
@@ -282,7 +289,13 @@ def expand_smoke(argv: list) -> list:
     from .smoke import smoke_overrides
 
     world = flag == "--smoke"
-    if world:
+    if uses_deep_floyd(run_config(argv)):
+        # a pixel-space (IF) config: no world model of that family; the tiny IF pipeline for both flags
+        from dreamsampler.testing.tiny_if_pipeline import build_tiny_if_pipeline, default_location
+
+        model, world = build_tiny_if_pipeline(default_location()), False
+        say(f"smoke run: {steps} steps on the tiny DeepFloyd-IF-shaped pipeline {model}")
+    elif world:
         from dreamsampler.world import MINI_SD
 
         model = str(MINI_SD)

@@ -56,3 +56,11 @@ def tiny_sd_v(tmp_path_factory):
     from dreamsampler.testing.tiny_pipeline import build_tiny_pipeline
 
     return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd-v"), prediction_type="v_prediction")
+
+
+@pytest.fixture(scope="session")
+def tiny_if(tmp_path_factory):
+    """The tiny DeepFloyd-IF-shaped pipeline (pixel space, T5, 6-channel UNet), built once per test session."""
+    from dreamsampler.testing.tiny_if_pipeline import build_tiny_if_pipeline
+
+    return build_tiny_if_pipeline(tmp_path_factory.mktemp("tiny-if"))

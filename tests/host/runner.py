@@ -23,7 +23,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import imageio.v3 as iio
 import numpy as np
@@ -71,8 +71,9 @@ class Run:
 
 
 def command(config, out_dir, tiny_sd: str, steps: int = 3, overrides: Sequence[str] = (), processes: int = 1,
-            mode: str = "--train", record: Sequence[str] = ()) -> Tuple[List[str], Dict[str, str]]:
-    """The command line and environment of :func:`run_config`'s run."""
+            mode: str = "--train", record: Sequence[str] = (), tiny_if: Optional[str] = None) -> Tuple[List[str], Dict[str, str]]:
+    """The command line and environment of :func:`run_config`'s run (``tiny_if``: the tiny IF pipeline an IF
+    config's smoke run takes)."""
     out_dir = Path(out_dir)
     cmd = [sys.executable, *([str(PROBE)] if record else RUN), "--config", str(config), mode, "--cpu"]
     cmd += ["--smoke-tiny", str(steps), f"exp_root_dir={out_dir / 'outputs'}"]
@@ -80,6 +81,8 @@ def command(config, out_dir, tiny_sd: str, steps: int = 3, overrides: Sequence[s
         cmd += ["--gpu", ",".join(str(i) for i in range(processes))]
     cmd += list(overrides)
     env = dict(os.environ, DREAMSAMPLER_TINY_SD=str(tiny_sd))
+    if tiny_if is not None:
+        env["DREAMSAMPLER_TINY_IF"] = str(tiny_if)
     env.pop("CUDA_VISIBLE_DEVICES", None)  # the process count comes from --gpu
     if record:
         env.update(DREAMSAMPLER_RECORD=",".join(record), DREAMSAMPLER_RECORD_DIR=str(out_dir / "records"))
@@ -114,10 +117,11 @@ def run_config(
     mode: str = "--train",
     record: Sequence[str] = (),
     timeout: int = 900,
+    tiny_if: Optional[str] = None,
 ) -> Run:
     """Run ``config`` for ``steps`` steps on the CPU; returns its one trial directory and log."""
     out_dir = Path(out_dir)
-    cmd, env = command(config, out_dir, tiny_sd, steps, overrides, processes, mode, record)
+    cmd, env = command(config, out_dir, tiny_sd, steps, overrides, processes, mode, record, tiny_if)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     log = proc.stdout + proc.stderr
     out_dir.mkdir(parents=True, exist_ok=True)

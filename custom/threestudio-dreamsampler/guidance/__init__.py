@@ -1,1 +1,1 @@
-from . import dreamsampler_guidance
+from . import deep_floyd_prompts, dreamsampler_guidance

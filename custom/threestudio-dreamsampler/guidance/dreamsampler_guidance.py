@@ -1,4 +1,4 @@
-"""``dreamsampler-guidance``: a drop-in for threestudio's ``stable-diffusion-guidance``.
+"""``dreamsampler-guidance``: a drop-in for threestudio's ``stable-diffusion-guidance`` and ``deep-floyd-guidance``.
 
 Same call signature, output keys and config fields where they mean the same thing; what changes is
 where the timestep and the noise come from (main paper Alg. 2): the timestep follows a decreasing
@@ -6,6 +6,13 @@ schedule over the run (advanced by ``update_step``) and the noise added to the r
 the UNet predicted at the previous step (carried by :class:`dreamsampler.DreamSampler`, optionally
 one memory per camera index). The math lives in the core; this file translates threestudio's
 config, prompt embeddings and batches into core calls.
+
+One guidance serves both model families, chosen by the model folder (``model_index.json`` without a VAE
+is a pixel-space model): latent Stable Diffusion (epsilon or v prediction; renders encoded by the VAE)
+and DeepFloyd IF stage I (pixels at 64x64; the UNet's learned variance dropped, as threestudio does).
+One name because the guidance fields of both threestudio guidances mean the same here, so
+``system.guidance_type=dreamsampler-guidance`` swaps into an SD config and into an IF config alike
+(with the IF config's ``deep-floyd-prompt-processor`` left as it is).
 
 CFG follows the paper (eq. 6): ``eps(null) + w * (eps(c) - eps(null))``; threestudio's guidance uses
 ``eps(c) + w * (eps(c) - eps(null))``, i.e. our ``w`` is its ``w + 1``.
@@ -30,7 +37,7 @@ from dreamsampler.distill.lmc import FixedNoise, load_corrective
 from dreamsampler.distill.modes import ARTIFACT_DESCRIPTORS, MODES, source_prompt
 from dreamsampler.image_io import bchw, bhwc
 
-from .sd_model import load_sd_components
+from .diffusion_model import load_diffusion_components
 
 
 def carrying_target(pair):
@@ -74,7 +81,7 @@ class DreamSamplerGuidance(BaseObject):
         source_suffix: str = ARTIFACT_DESCRIPTORS  # bridge: artifact (or domain, e.g. ", painting") descriptors
         bridge_scale: float = 1.0  # w of w * (eps(y_tgt) - eps(y_src))
         bridge_start_step: int = 0  # plain SDS before this step (the paper's stage 1), bridge after
-        prompt_processor_type: str = "stable-diffusion-prompt-processor"
+        prompt_processor_type: Optional[str] = None  # None: the model family's (stable-diffusion- / deep-floyd-prompt-processor)
         prompt_processor: dict = field(default_factory=dict)  # e.g. ${system.prompt_processor}
         # lmc: the learned manifold corrective k_psi (train with scripts/train_lmc.py)
         lmc_checkpoint: Optional[str] = None
@@ -91,8 +98,8 @@ class DreamSamplerGuidance(BaseObject):
             threestudio.info("dreamsampler-guidance: no CUDA device, using float32 weights")
         use_half = self.cfg.half_precision_weights and self.device.type == "cuda"
         self.weights_dtype = torch.float16 if use_half else torch.float32
-        threestudio.info(f"Loading Stable Diffusion from {self.cfg.pretrained_model_name_or_path} ...")
-        self.vae, self.unet, scheduler = load_sd_components(
+        threestudio.info(f"Loading the diffusion model {self.cfg.pretrained_model_name_or_path} ...")
+        self.vae, self.unet, scheduler = load_diffusion_components(
             self.cfg.pretrained_model_name_or_path,
             self.weights_dtype,
             self.device,
@@ -103,8 +110,9 @@ class DreamSamplerGuidance(BaseObject):
             sequential_cpu_offload=self.cfg.enable_sequential_cpu_offload,
         )
         cleanup()
-        # renders are resized to the model's native resolution (512 for SD 1.5 / 2.1-base, 768 for 2.1)
-        self.resolution = native_resolution(self.unet.config, self.vae.config)
+        self.pixel_space = self.vae is None  # DeepFloyd IF: the diffusion runs on the render's pixels
+        # renders are resized to the model's native resolution (512 for SD 1.5 / 2.1-base, 768 for 2.1, 64 for IF)
+        self.resolution = native_resolution(self.unet.config, None if self.pixel_space else self.vae.config)
         self.scheduler = scheduler
         model = f"guidance.pretrained_model_name_or_path={self.cfg.pretrained_model_name_or_path!r}"
         self.prediction_type = check_prediction_type(scheduler.config.prediction_type, model)
@@ -129,14 +137,21 @@ class DreamSamplerGuidance(BaseObject):
         self.source_prompt_utils = self._source_prompt_utils() if self.cfg.mode in ("bridge", "dds") else None
         self.corrective = self._corrective() if self.cfg.mode == "lmc" else None
         self.fixed_noise = FixedNoise(self.cfg.lmc_seed) if self.cfg.lmc_fixed_noise else None
-        threestudio.info("Loaded Stable Diffusion!")
+        threestudio.info(f"Loaded the diffusion model ({'pixel space' if self.pixel_space else 'latent'}, {self.resolution} px)")
 
     def _corrective(self):
         if not self.cfg.lmc_checkpoint:
             raise ValueError(
                 "guidance.mode=lmc needs guidance.lmc_checkpoint: a corrective trained with scripts/train_lmc.py"
             )
-        return load_corrective(self.cfg.lmc_checkpoint, device=self.device).eval().requires_grad_(False)
+        k = load_corrective(self.cfg.lmc_checkpoint, device=self.device).eval().requires_grad_(False)
+        if k.config["in_channels"] != self.unet.config.in_channels:
+            raise ValueError(
+                f"guidance.lmc_checkpoint={self.cfg.lmc_checkpoint!r} was trained on {k.config['in_channels']}-channel "
+                f"samples, but guidance.pretrained_model_name_or_path={self.cfg.pretrained_model_name_or_path!r} "
+                f"diffuses {self.unet.config.in_channels} channels: train a corrective for this model (scripts/train_lmc.py)"
+            )
+        return k
 
     def _source_prompt_utils(self):
         """Embeddings of y_src from a prompt processor configured like the system's (view-dependent too)."""
@@ -150,8 +165,12 @@ class DreamSamplerGuidance(BaseObject):
         pp["prompt"] = source_prompt(pp.get("prompt", ""), self.cfg.source_prompt, self.cfg.source_suffix)
         pp.setdefault("pretrained_model_name_or_path", self.cfg.pretrained_model_name_or_path)
         threestudio.info(f"guidance source prompt y_src: {pp['prompt']!r}")
-        self._check_fits_context(pp["prompt"], pp["pretrained_model_name_or_path"])
-        return threestudio.find(self.cfg.prompt_processor_type)(pp)()
+        processor = self.cfg.prompt_processor_type or (
+            "deep-floyd-prompt-processor" if self.pixel_space else "stable-diffusion-prompt-processor"
+        )
+        if processor == "stable-diffusion-prompt-processor":  # threestudio's IF processor truncates instead
+            self._check_fits_context(pp["prompt"], pp["pretrained_model_name_or_path"])
+        return threestudio.find(processor)(pp)()
 
     @staticmethod
     def _check_fits_context(prompt: str, model: str) -> None:
@@ -217,13 +236,19 @@ class DreamSamplerGuidance(BaseObject):
         return to_epsilon(out, latents, self._alpha(t, latents), self.prediction_type)
 
     @torch.amp.autocast("cuda", enabled=False)
-    def encode_images(self, imgs: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B 4 h w"]:
+    def encode_images(self, imgs: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B C h w"]:
+        """The diffusion model's sample of images in [0, 1]: VAE latents, or the pixels in [-1, 1] (IF)."""
+        if self.pixel_space:
+            return imgs * 2.0 - 1.0
         input_dtype = imgs.dtype
         posterior = self.vae.encode((imgs * 2.0 - 1.0).to(self.weights_dtype)).latent_dist
         return (posterior.sample() * self.vae.config.scaling_factor).to(input_dtype)
 
     @torch.amp.autocast("cuda", enabled=False)
-    def decode_latents(self, latents: Float[Tensor, "B 4 h w"]) -> Float[Tensor, "B 3 H W"]:
+    def decode_latents(self, latents: Float[Tensor, "B C h w"]) -> Float[Tensor, "B 3 H W"]:
+        """Images in [0, 1] of samples: decoded by the VAE, or the pixels themselves (IF)."""
+        if self.pixel_space:
+            return (latents * 0.5 + 0.5).clamp(0, 1)
         input_dtype = latents.dtype
         image = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.weights_dtype)).sample
         return (image * 0.5 + 0.5).clamp(0, 1).to(input_dtype)
@@ -259,6 +284,11 @@ class DreamSamplerGuidance(BaseObject):
     ):
         if self.cfg.pixel_loss and rgb_as_latents:
             raise ValueError("guidance.pixel_loss needs RGB renders; it cannot be used with rgb_as_latents")
+        if self.pixel_space and rgb_as_latents:
+            raise ValueError(
+                f"guidance.pretrained_model_name_or_path={self.cfg.pretrained_model_name_or_path!r} is a pixel-space "
+                "model (DeepFloyd IF): it has no latents, so renders cannot be passed as latents (rgb_as_latents)"
+            )
         batch_size = rgb.shape[0]
         rgb_BCHW = bchw(rgb)
         if rgb_as_latents:

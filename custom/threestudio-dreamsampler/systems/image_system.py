@@ -38,7 +38,7 @@ from dreamsampler.diffusion.process import forward_noise
 from dreamsampler.diffusion.schedules import ReverseSchedule
 from dreamsampler.image_io import latent_mask, read_image, read_mask, rect_mask, square_resize, to_uint8
 
-from ..guidance.sd_model import load_sd_components
+from ..guidance.diffusion_model import load_diffusion_components
 from .image_tasks import TASKS
 from .run_fingerprint import RunFingerprintMixin
 
@@ -91,7 +91,12 @@ class DreamSamplerImage(RunFingerprintMixin, BaseSystem):
         device = get_device()
         dtype = torch.float16 if cfg.half_precision_weights and device.type == "cuda" else torch.float32
         field_name = "system.pretrained_model_name_or_path"
-        vae, unet, scheduler = load_sd_components(cfg.pretrained_model_name_or_path, dtype, device, field_name=field_name)
+        vae, unet, scheduler = load_diffusion_components(cfg.pretrained_model_name_or_path, dtype, device, field_name=field_name)
+        if vae is None:
+            raise ValueError(
+                f"{field_name}={cfg.pretrained_model_name_or_path!r} is a pixel-space model (no VAE: DeepFloyd IF); "
+                "the 2D tasks run in a latent model's space: pass a Stable Diffusion model"
+            )
         tokenizer, text_encoder = load_text_encoder(cfg.pretrained_model_name_or_path, dtype, device, field_name)
         self.model = LatentModel(vae, unet, tokenizer, text_encoder, scheduler)
         f = self.model.latent_factor

@@ -28,14 +28,33 @@ def load_text_encoder(model: str, dtype: torch.dtype, device, field_name: str = 
 
 
 def vae_factor(vae_config) -> int:
-    """Image pixels per latent pixel of a diffusers VAE config (8 for Stable Diffusion)."""
-    return 2 ** (len(vae_config["block_out_channels"]) - 1)
+    """Image pixels per latent pixel of a diffusers VAE config (8 for Stable Diffusion); 1 without a VAE
+    (``None``: a pixel-space model such as DeepFloyd IF)."""
+    return 1 if vae_config is None else 2 ** (len(vae_config["block_out_channels"]) - 1)
 
 
 def native_resolution(unet_config, vae_config) -> int:
-    """The image size a latent diffusion model was trained at: ``unet.sample_size`` x the VAE factor
-    (512 for SD 1.x / 2.x-base, 768 for SD 2.x, 64 for the miniature world model)."""
+    """The image size a diffusion model was trained at: ``unet.sample_size`` x the VAE factor (512 for SD
+    1.x / 2.x-base, 768 for SD 2.x, 64 for the miniature world model and for DeepFloyd IF stage I)."""
     return int(unet_config["sample_size"]) * vae_factor(vae_config)
+
+
+def is_pixel_space(model: str, field_name: str = "pretrained_model_name_or_path") -> bool:
+    """Whether the pipeline at ``model`` diffuses pixels (no VAE in its ``model_index.json``: DeepFloyd IF)
+    rather than latents (Stable Diffusion)."""
+    from diffusers import DiffusionPipeline
+
+    try:
+        index = DiffusionPipeline.load_config(model)
+    except (OSError, ValueError) as exc:
+        hint = (
+            "the directory holds no model_index.json (a pipeline saved with save_pretrained)"
+            if os.path.isdir(model)
+            else "the model hub cannot be reached or the id is wrong; pass a local directory saved with save_pretrained"
+        )
+        raise ValueError(f"{field_name}={model!r} could not be read: {hint}. ({type(exc).__name__}: {exc})") from exc
+    vae = index.get("vae")
+    return vae is None or vae[0] is None
 
 
 def model_resolution(model: str, field_name: str = "pretrained_model_name_or_path") -> int:
@@ -44,7 +63,7 @@ def model_resolution(model: str, field_name: str = "pretrained_model_name_or_pat
 
     try:
         unet = UNet2DConditionModel.load_config(model, subfolder="unet")
-        vae = AutoencoderKL.load_config(model, subfolder="vae")
+        vae = None if is_pixel_space(model, field_name) else AutoencoderKL.load_config(model, subfolder="vae")
     except (OSError, ValueError) as exc:
         raise ValueError(f"{field_name}={model!r}: cannot read its unet / vae configs to find its resolution ({exc})") from exc
     return native_resolution(unet, vae)

@@ -9,6 +9,7 @@ With ``a = abar_t`` (the cumulative product of the model's schedule at timestep 
     DDIM's sigma        sigma = eta sqrt((1 - a_to) / (1 - a_from)) sqrt(1 - a_from / a_to)
     v to epsilon        eps   = sqrt(a) v + sqrt(1 - a) z_t      (v = sqrt(a) eps - sqrt(1 - a) z0, SD 2.x)
     x0 to epsilon       eps   = (z_t - sqrt(a) x0) / sqrt(1 - a)
+    learned variance    [eps, v] = pred.split(C)    (DeepFloyd IF: 2C output channels; the variance is dropped)
 
 ``a_from`` is the (noisier) level the prediction eps^ was made at and ``a_to`` the level the noise
 is carried to. ``alpha_bar`` arguments broadcast against the tensors (a float, a 0-d tensor or
@@ -90,8 +91,16 @@ def check_prediction_type(prediction_type: str, where: str) -> str:
     return prediction_type
 
 
-def to_epsilon(pred: Latent, z_t: Latent, alpha_bar: Level, prediction_type: str) -> Latent:
-    """The model's output as the noise prediction eps every formula here uses (epsilon / v / x0 models)."""
+def to_epsilon(pred: Float[Tensor, "B K h w"], z_t: Latent, alpha_bar: Level, prediction_type: str) -> Latent:
+    """The model's output as the noise prediction eps every formula here uses (epsilon / v / x0 models).
+
+    An output with twice the sample's channels carries a learned variance after the prediction (DeepFloyd
+    IF's 6 channels for 3); the variance is dropped, as threestudio's ``deep-floyd-guidance`` does."""
+    c = z_t.shape[1]
+    if pred.shape[1] == 2 * c:
+        pred = pred[:, :c]
+    elif pred.shape[1] != c:
+        raise ValueError(f"the model predicts {pred.shape[1]} channels for a {c}-channel sample (expected {c} or {2 * c})")
     if prediction_type == "epsilon":
         return pred
     a = _level(alpha_bar, z_t)

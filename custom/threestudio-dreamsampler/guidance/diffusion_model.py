@@ -1,12 +1,15 @@
-"""Loading the Stable Diffusion parts a guidance needs (VAE, UNet, DDIM scheduler), frozen."""
+"""Loading the parts of a diffusion pipeline a guidance needs, frozen: the UNet, its scheduler and, for a
+latent model (Stable Diffusion), the VAE. A pixel-space model (DeepFloyd IF stage I) has no VAE."""
 from __future__ import annotations
 
 import os
 
 import torch
 
+from dreamsampler.diffusion.latent_model import is_pixel_space
 
-def load_sd_components(
+
+def load_diffusion_components(
     model: str,
     dtype: torch.dtype,
     device,
@@ -16,23 +19,30 @@ def load_sd_components(
     channels_last: bool = False,
     sequential_cpu_offload: bool = False,
 ):
-    """(vae, unet, scheduler) from a model id or a local directory; a clear error when unreachable."""
+    """(vae or None, unet, scheduler) from a model id or a local directory; a clear error when unreachable.
+
+    The scheduler is read as DDIM (only its betas, prediction type and step count are used). For a pixel
+    model with float16 weights the ``fp16`` variant files are loaded, as threestudio's ``deep-floyd-guidance``
+    does (DeepFloyd's repositories hold both)."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
+    pixel = is_pixel_space(model, field_name)
+    variant = "fp16" if pixel and dtype == torch.float16 else None
     try:
-        vae = AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=dtype)
-        unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=dtype)
+        vae = None if pixel else AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=dtype)
+        unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=dtype, variant=variant)
         scheduler = DDIMScheduler.from_pretrained(model, subfolder="scheduler")
     except (OSError, ValueError) as exc:
         hint = (
-            "the directory exists but does not hold a diffusers Stable Diffusion layout (vae/, unet/, scheduler/)"
+            "the directory exists but does not hold a diffusers layout (unet/, scheduler/, and vae/ for a latent model)"
             if os.path.isdir(model)
             else "the model hub cannot be reached or the id is wrong; pass a local directory saved with "
             "save_pretrained (e.g. the tiny offline pipeline: `bash launch.sh tiny-sd`)"
         )
         raise ValueError(f"{field_name}={model!r} could not be loaded: {hint}. ({type(exc).__name__}: {exc})") from exc
     for m in (vae, unet):
-        m.eval().requires_grad_(False)
+        if m is not None:
+            m.eval().requires_grad_(False)
     if memory_efficient_attention and int(torch.__version__.split(".")[0]) < 2:
         unet.enable_xformers_memory_efficient_attention()
     if attention_slicing:
@@ -41,4 +51,4 @@ def load_sd_components(
         unet.to(memory_format=torch.channels_last)
     if sequential_cpu_offload:
         raise ValueError("sequential CPU offload is not supported by this guidance; unset enable_sequential_cpu_offload")
-    return vae.to(device), unet.to(device), scheduler
+    return (vae.to(device) if vae is not None else None), unet.to(device), scheduler
