@@ -1,18 +1,21 @@
-"""Per-step wall time and peak memory of ``dreamsampler-guidance`` against threestudio's own
-``stable-diffusion-guidance``: same pipeline, image size, batch, prompt and device, in one run.
+"""Per-step wall time and peak memory of ``dreamsampler-guidance`` against threestudio's own guidance of
+the same model family (``stable-diffusion-guidance``; with ``--family if`` DeepFloyd IF's
+``deep-floyd-guidance``): same pipeline, image size, batch, prompt and device, in one run.
 
 A step is what a training step asks of a guidance: ``update_step``, the call on a rendered batch
-[B, size, size, 3] (upsampled to 512x512 and VAE-encoded inside both guidances), and the backward
-of its losses. Rows: threestudio's guidance; ours (default config); ours with ``pixel_loss: true``
-(adds a VAE decode of the target and a pixel loss). Times are medians over ``--steps`` after
+[B, size, size, 3] (upsampled to 512x512 and VAE-encoded inside both guidances; for IF resized to its
+64x64 pixels), and the backward of its losses. Rows: threestudio's guidance; ours (default config); ours
+with ``pixel_loss: true`` (adds a VAE decode of the target and a pixel loss; for IF only the loss). Times are medians over ``--steps`` after
 ``--warmup`` steps, the rows interleaved step by step. Peak memory is the largest growth during one
 step: on CUDA ``max_memory_allocated``; on CPU the resident set size, sampled every millisecond,
 with a fixed glibc mmap threshold so that freed tensors leave the RSS. CUDA when there is a GPU
 (fp16 weights, threestudio's default), else CPU (fp32; threestudio runs on the CPU backend).
 
-    python benchmarks/guidance_step.py [--size 64] [--batch 1] [--steps 5] [--warmup 2] [--model DIR]
+    python benchmarks/guidance_step.py [--family sd|if] [--size 64] [--batch 1] [--steps 5] [--warmup 2] [--model DIR]
 
-Without ``--model`` it uses the tiny offline pipeline (built on first use).
+Without ``--model`` it uses the family's tiny offline pipeline (built on first use). The CFG scale is
+threestudio's default of each family (100 for SD, 20 for IF), ours one more (the same guidance: our CFG
+is eps(null) + w (eps(c) - eps(null)), threestudio's eps(c) + w (eps(c) - eps(null))).
 """
 import argparse
 import gc
@@ -25,14 +28,15 @@ import time
 import psutil
 import torch
 
-from dreamsampler.testing.tiny_pipeline import build_tiny_pipeline, default_location
+from dreamsampler.testing import tiny_if_pipeline, tiny_pipeline
 from dreamsampler_launcher import run_threestudio
 
-VARIANTS = [  # (label, guidance type, extra config)
-    ("stable-diffusion-guidance (threestudio)", "stable-diffusion-guidance", {}),
-    ("dreamsampler-guidance", "dreamsampler-guidance", {}),
-    ("dreamsampler-guidance pixel_loss", "dreamsampler-guidance", {"pixel_loss": True}),
-]
+FAMILIES = {  # family -> (threestudio's guidance, its prompt processor, the tiny pipeline's path, its CFG scale)
+    "sd": ("stable-diffusion-guidance", "stable-diffusion-prompt-processor",
+           lambda: tiny_pipeline.build_tiny_pipeline(tiny_pipeline.default_location()), 100.0),
+    "if": ("deep-floyd-guidance", "deep-floyd-prompt-processor",
+           lambda: tiny_if_pipeline.build_tiny_if_pipeline(tiny_if_pipeline.default_location()), 20.0),
+}
 
 
 class PeakRSS:
@@ -100,7 +104,8 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--model", default=None, help="diffusers Stable Diffusion directory or model id")
+    ap.add_argument("--family", choices=sorted(FAMILIES), default="sd", help="Stable Diffusion or DeepFloyd IF")
+    ap.add_argument("--model", default=None, help="diffusers pipeline directory or model id of that family")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = ap.parse_args()
     if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
@@ -109,24 +114,22 @@ def main():
         os.execve(sys.executable, [sys.executable] + sys.argv, dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536"))
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = args.model or build_tiny_pipeline(default_location())
+    peer, processor, tiny, scale = FAMILIES[args.family]
+    model = args.model or tiny()
     threestudio = run_threestudio.load_threestudio()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     os.chdir(run_threestudio.threestudio_root())  # the prompt processor caches embeddings under ./.threestudio_cache
-    prompt_utils = threestudio.find("stable-diffusion-prompt-processor")(
+    prompt_utils = threestudio.find(processor)(
         {"pretrained_model_name_or_path": model, "prompt": "a hamburger", "spawn": False}
     )()
-    common = {
-        "pretrained_model_name_or_path": model,
-        "guidance_scale": 100.0,
-        "half_precision_weights": device.type == "cuda",
-    }
-    runners = []
-    for label, guidance_type, extra in VARIANTS:
-        cfg = dict(common, **extra)
-        if guidance_type == "dreamsampler-guidance":
-            cfg["trainer_max_steps"] = args.warmup + args.steps
-        runners.append((label, Runner(threestudio, guidance_type, cfg, prompt_utils, args, device)))
+    common = {"pretrained_model_name_or_path": model, "half_precision_weights": device.type == "cuda"}
+    ours = dict(common, guidance_scale=scale + 1, trainer_max_steps=args.warmup + args.steps)
+    variants = [  # (label, guidance type, config)
+        (f"{peer} (threestudio)", peer, dict(common, guidance_scale=scale)),
+        ("dreamsampler-guidance", "dreamsampler-guidance", ours),
+        ("dreamsampler-guidance pixel_loss", "dreamsampler-guidance", dict(ours, pixel_loss=True)),
+    ]
+    runners = [(label, Runner(threestudio, kind, cfg, prompt_utils, args, device)) for label, kind, cfg in variants]
     for i in range(args.warmup):
         for _, runner in runners:
             runner.step(i)

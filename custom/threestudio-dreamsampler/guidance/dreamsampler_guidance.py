@@ -137,7 +137,8 @@ class DreamSamplerGuidance(BaseObject):
         self.source_prompt_utils = self._source_prompt_utils() if self.cfg.mode in ("bridge", "dds") else None
         self.corrective = self._corrective() if self.cfg.mode == "lmc" else None
         self.fixed_noise = FixedNoise(self.cfg.lmc_seed) if self.cfg.lmc_fixed_noise else None
-        threestudio.info(f"Loaded the diffusion model ({'pixel space' if self.pixel_space else 'latent'}, {self.resolution} px)")
+        space = "pixel space" if self.pixel_space else "latent"
+        threestudio.info(f"Loaded the diffusion model ({space}, {self.prediction_type} prediction, {self.resolution} px)")
 
     def _corrective(self):
         if not self.cfg.lmc_checkpoint:

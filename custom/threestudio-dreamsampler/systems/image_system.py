@@ -99,6 +99,7 @@ class DreamSamplerImage(RunFingerprintMixin, BaseSystem):
             )
         tokenizer, text_encoder = load_text_encoder(cfg.pretrained_model_name_or_path, dtype, device, field_name)
         self.model = LatentModel(vae, unet, tokenizer, text_encoder, scheduler)
+        threestudio.info(f"{field_name}: {self.model.prediction_type} prediction, native {self.model.resolution} px")
         f = self.model.latent_factor
         if cfg.image_size is None:
             cfg.image_size = self.model.resolution
