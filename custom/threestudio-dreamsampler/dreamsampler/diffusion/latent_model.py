@@ -40,19 +40,19 @@ def native_resolution(unet_config, vae_config) -> int:
 
 
 def is_pixel_space(model: str, field_name: str = "pretrained_model_name_or_path") -> bool:
-    """Whether the pipeline at ``model`` diffuses pixels (no VAE in its ``model_index.json``: DeepFloyd IF)
-    rather than latents (Stable Diffusion)."""
+    """Whether the pipeline at ``model`` diffuses pixels (no VAE: DeepFloyd IF) rather than latents (Stable
+    Diffusion): a local folder without ``vae/``, or a hub model whose ``model_index.json`` lists no VAE."""
+    if os.path.isdir(model):
+        return not os.path.isdir(os.path.join(model, "vae"))
     from diffusers import DiffusionPipeline
 
     try:
         index = DiffusionPipeline.load_config(model)
     except (OSError, ValueError) as exc:
-        hint = (
-            "the directory holds no model_index.json (a pipeline saved with save_pretrained)"
-            if os.path.isdir(model)
-            else "the model hub cannot be reached or the id is wrong; pass a local directory saved with save_pretrained"
-        )
-        raise ValueError(f"{field_name}={model!r} could not be read: {hint}. ({type(exc).__name__}: {exc})") from exc
+        raise ValueError(
+            f"{field_name}={model!r} could not be read: the model hub cannot be reached or the id is wrong; pass a "
+            f"local directory saved with save_pretrained. ({type(exc).__name__}: {exc})"
+        ) from exc
     vae = index.get("vae")
     return vae is None or vae[0] is None
 
