@@ -4,6 +4,7 @@
 #                                   the launcher), locate and install threestudio, build the tiny pipeline
 #   bash launch.sh test [pytest args]   run the test suite (host tests run when threestudio is found)
 #   bash launch.sh tiny-sd [dir]    build the tiny offline Stable-Diffusion-shaped pipeline
+#   bash launch.sh tiny-if [dir]    build the tiny offline DeepFloyd-IF-shaped pipeline (IF configs' smoke runs build it too)
 #   bash launch.sh train|test|export --config <yaml> [--cpu] [--gpu 0,1] [--smoke N | --smoke-tiny N] [key=value ...]
 #                                   threestudio's launch.py with the extension (CPU when there is no GPU or with --cpu)
 #   bash launch.sh smoke [steps]    every configs/*.yaml for a few steps (default 2) on the miniature world model, CPU
@@ -94,6 +95,11 @@ cmd_tiny_sd() {
   "$py" -m dreamsampler.testing.tiny_pipeline "$@"
 }
 
+cmd_tiny_if() {
+  local py; py="$(python_bin)"
+  "$py" -m dreamsampler.testing.tiny_if_pipeline "$@"
+}
+
 cmd_test() {
   local py root; py="$(python_bin)"
   if root="$(threestudio_root)"; then link_extension "$root"; export THREESTUDIO_ROOT="$root"; fi
@@ -137,8 +143,9 @@ has_config() { local a; for a in "$@"; do case "$a" in --config|--config=*) retu
 case "${1:-}" in
   setup) shift; cmd_setup "$@" ;;
   tiny-sd) shift; cmd_tiny_sd "$@" ;;
+  tiny-if) shift; cmd_tiny_if "$@" ;;
   test) shift; if has_config "$@"; then cmd_threestudio --test "$@"; else cmd_test "$@"; fi ;;
   train|export) mode="--$1"; shift; cmd_threestudio "$mode" "$@" ;;
   smoke) shift; cmd_smoke "$@" ;;
-  *) sed -n '2,7p' "$0"; exit 2 ;;
+  *) sed -n '2,10p' "$0"; exit 2 ;;
 esac
