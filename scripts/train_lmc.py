@@ -1,10 +1,12 @@
-"""Train the LMC-SDS corrective k_psi(z, t) for a Stable Diffusion model (LMC-SDS sec. 4, eq. 10).
+"""Train the LMC-SDS corrective k_psi(z, t) for a diffusion model (LMC-SDS sec. 4, eq. 10): Stable
+Diffusion (on VAE latents) or DeepFloyd IF stage I (on 64x64 pixels).
 
-Images from a folder (or scikit-image's sample photos) are VAE-encoded once; every step takes random
-latent crops z0, random timesteps t ~ U{t_min..t_max} and fresh noise, computes the one-step denoised
-x^ = Tweedie(z_t, eps_u(z_t, t)) with the UNet's unconditional (empty-prompt) prediction, and fits
-k_psi(z0, t) to the per-sample normalized N(x^) with Adam. The checkpoint is a safetensors file that
-``dreamsampler.lmc.load_corrective`` rebuilds (architecture in its metadata).
+Images from a folder (or scikit-image's sample photos, or ``--world N`` images of the procedural world,
+the natural images of the miniature world model) are VAE-encoded once (kept as pixels in [-1, 1] for a
+pixel-space model); every step takes random crops z0, random timesteps t ~ U{t_min..t_max} and fresh
+noise, computes the one-step denoised x^ = Tweedie(z_t, eps_u(z_t, t)) with the UNet's unconditional
+(empty-prompt) prediction, and fits k_psi(z0, t) to the per-sample normalized N(x^) with Adam. The
+checkpoint is a safetensors file that ``dreamsampler.lmc.load_corrective`` rebuilds (architecture in its metadata).
 
     # offline smoke run on the tiny random pipeline (~20 s on 2 busy CPU cores; passive OpenMP
     # waiting avoids a 10x slowdown on a shared machine)
@@ -13,6 +15,9 @@ k_psi(z0, t) to the per-sample normalized N(x^) with Adam. The checkpoint is a s
     # real weights (GPU), a folder of natural photos
     python scripts/train_lmc.py --model runwayml/stable-diffusion-v1-5 --images photos/ \\
         --steps 100000 --batch-size 16 --out corrective-sd15.safetensors
+    # the miniature world model, on 512 training-split world images at its native 64 px
+    python scripts/train_lmc.py --model custom/threestudio-dreamsampler/dreamsampler/world/mini-sd --world 512 \
+        --resolution 64 --depth 2 --out k-mini-sd.safetensors
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from typing import Iterator, List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from dreamsampler.diffusion.latent_model import is_pixel_space, vae_factor
 from dreamsampler.diffusion.process import check_prediction_type, to_epsilon
 from dreamsampler.distill.lmc import CorrectiveUNet, save_corrective, train_corrective
 
@@ -56,9 +62,19 @@ def load_images(folder: Optional[str], resolution: int) -> List[Tensor]:
     return out
 
 
+def world_images(n: int) -> List[Tensor]:
+    """The first ``n`` training-split images of the procedural world, in [-1, 1], [3, 64, 64]."""
+    from dreamsampler.world import world_image
+
+    return [world_image("train", i)[0] * 2 - 1 for i in range(n)]
+
+
 @torch.no_grad()
 def encode(vae, images: List[Tensor], device, dtype) -> List[Tensor]:
-    """Scaled VAE latents (posterior mean), one [4, H/8, W/8] tensor per image, in float32."""
+    """Scaled VAE latents (posterior mean), one [4, H/8, W/8] tensor per image, in float32; the images
+    themselves for a pixel-space model (``vae`` None)."""
+    if vae is None:
+        return [x.to(device).float() for x in images]
     return [
         (vae.encode(x[None].to(device, dtype)).latent_dist.mean * vae.config.scaling_factor)[0].float()
         for x in images
@@ -83,18 +99,30 @@ def random_batches(latents: List[Tensor], batch_size: int, crop: int, t_range: T
         yield z0, t, noise
 
 
-def load_model(model: str, device, dtype):
-    """(vae, unet, empty-prompt embedding, alphas_cumprod, prediction type) of a diffusers Stable Diffusion model."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+def empty_prompt(model: str, pixel: bool, device, dtype) -> Tensor:
+    """The text embedding of the empty prompt: CLIP's (Stable Diffusion), or T5's as threestudio's
+    deep-floyd-prompt-processor encodes it (IF)."""
+    if pixel:
+        from dreamsampler.diffusion.t5_text import encode_t5, load_t5
+
+        return encode_t5(*load_t5(model), [""]).to(device, dtype)
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    vae = AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=dtype).to(device).eval()
-    unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=dtype).to(device).eval()
     tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
     text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", torch_dtype=dtype).to(device)
     ids = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
     with torch.no_grad():
-        null = text_encoder(ids.to(device))[0]
+        return text_encoder(ids.to(device))[0]
+
+
+def load_model(model: str, device, dtype):
+    """(vae or None for a pixel-space model, unet, empty-prompt embedding, alphas_cumprod, prediction type)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+
+    pixel = is_pixel_space(model, "--model")
+    vae = None if pixel else AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=dtype).to(device).eval()
+    unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=dtype).to(device).eval()
+    null = empty_prompt(model, pixel, device, dtype)
     scheduler = DDIMScheduler.from_pretrained(model, subfolder="scheduler")
     prediction_type = check_prediction_type(scheduler.config.prediction_type, f"--model {model}")
     return vae, unet.requires_grad_(False), null, scheduler.alphas_cumprod.to(device), prediction_type
@@ -105,10 +133,12 @@ def parse_args(argv=None):
     p.add_argument("--model", default=None,
                    help="diffusers model id or local folder (default: the tiny offline pipeline, built if missing)")
     p.add_argument("--images", default=None, help="folder of PNG/JPEG photos (default: scikit-image's samples)")
+    p.add_argument("--world", type=int, default=0, help="instead: this many training-split world images (64 px)")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--out", default="lmc_corrective.safetensors")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--resolution", type=int, default=512, help="image side; crops are resolution/8 latents")
+    p.add_argument("--resolution", type=int, default=512,
+                   help="image side; crops are resolution / the VAE factor latents (resolution pixels without a VAE)")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--t-min", type=int, default=20)
     p.add_argument("--t-max", type=int, default=980)
@@ -124,6 +154,8 @@ def parse_args(argv=None):
         p.error(f"need 0 <= --t-min < --t-max, got {args.t_min}, {args.t_max}")
     if args.steps < 1 or args.batch_size < 1:
         p.error("--steps and --batch-size must be >= 1")
+    if args.world and args.images:
+        p.error("--world and --images are alternatives: pass one")
     return args
 
 
@@ -142,7 +174,9 @@ def main(argv=None) -> Path:
     vae, unet, null, alphas, prediction_type = load_model(args.model, device, dtype)
     if args.t_max >= alphas.numel():
         raise SystemExit(f"--t-max {args.t_max} is beyond the model's {alphas.numel()} timesteps")
-    latents = encode(vae, load_images(args.images, args.resolution), device, dtype)
+    images = world_images(args.world) if args.world else load_images(args.images, args.resolution)
+    crop = args.resolution // vae_factor(None if vae is None else vae.config)
+    latents = encode(vae, images, device, dtype)
     del vae
 
     def eps_uncond(z_t: Tensor, t: Tensor) -> Tensor:
@@ -151,11 +185,12 @@ def main(argv=None) -> Path:
 
     k = CorrectiveUNet(in_channels=latents[0].shape[0], base_channels=args.base_channels, depth=args.depth,
                        num_train_timesteps=alphas.numel()).to(device)
-    info = {"model": args.model, "images": args.images or "skimage.data: " + ", ".join(SKIMAGE_SAMPLES),
+    source = f"world: {args.world} training-split images" if args.world else args.images
+    info = {"model": args.model, "images": source or "skimage.data: " + ", ".join(SKIMAGE_SAMPLES),
             "resolution": args.resolution, "t_range": [args.t_min, args.t_max], "lr": args.lr,
             "batch_size": args.batch_size, "seed": args.seed}
     g = torch.Generator().manual_seed(args.seed)
-    batches = random_batches(latents, args.batch_size, args.resolution // 8, (args.t_min, args.t_max), g)
+    batches = random_batches(latents, args.batch_size, crop, (args.t_min, args.t_max), g)
     bar = tqdm(total=args.steps, desc="k_psi", unit="step", dynamic_ncols=True)
     state = {"avg": None}
 

@@ -166,6 +166,23 @@ def test_train_script_end_to_end_and_checkpoint_metadata(tiny_sd, tmp_path):
         load_train_script().main(["--model", tiny_sd, "--images", str(empty), "--out", str(tmp_path / "x")])
 
 
+def test_train_script_on_a_pixel_space_model_and_world_images(tiny_if, tmp_path):
+    """DeepFloyd IF (the tiny IF-shaped pipeline): k_psi works on 3-channel pixels, the null prompt is T5's,
+    the UNet's learned variance is dropped; --world takes the procedural world's training images."""
+    script = load_train_script()
+    vae, unet, null, alphas, prediction_type = script.load_model(tiny_if, "cpu", torch.float32)
+    assert vae is None and null.shape == (1, 77, 32) and prediction_type == "epsilon"
+    images = script.world_images(3)
+    assert [tuple(x.shape) for x in images] == [(3, 64, 64)] * 3 and -1 <= min(float(x.min()) for x in images)
+    assert script.encode(None, images, "cpu", torch.float32)[0].equal(images[0])
+    out = script.main(["--model", tiny_if, "--world", "4", "--steps", "2", "--resolution", "32", "--batch-size", "2",
+                       "--base-channels", "4", "--depth", "2", "--out", str(tmp_path / "k-if.safetensors")])
+    k = lmc.load_corrective(out)
+    assert k.config["in_channels"] == 3 and k.info["images"] == "world: 4 training-split images"
+    with pytest.raises(SystemExit):
+        script.parse_args(["--world", "4", "--images", str(tmp_path)])
+
+
 def test_checkpoint_round_trips_without_unpickling(tmp_path, monkeypatch):
     torch.manual_seed(0)
     k = lmc.CorrectiveUNet(in_channels=3, base_channels=4, depth=2, num_train_timesteps=500)

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from ..conftest import threestudio_root
+from ..conftest import REPO, threestudio_root
 from .runner import assert_finite_losses, assert_sane_image, run_config
 from .test_guidance import cams, make_guidance
 
@@ -109,6 +109,21 @@ def test_what_a_pixel_model_cannot_do_names_the_field(ts, tiny_if, prompt_utils,
     ckpt = save_corrective(CorrectiveUNet(in_channels=4, base_channels=8, depth=2), tmp_path / "k.safetensors")
     with pytest.raises(ValueError, match="guidance.lmc_checkpoint=.*4-channel.*diffuses 3 channels"):
         make_guidance(ts, tiny_if, mode="lmc", lmc_checkpoint=str(ckpt))
+
+
+def test_lmc_on_if_with_a_corrective_trained_on_its_pixels(ts, tiny_if, prompt_utils, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_lmc", REPO / "scripts" / "train_lmc.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    ckpt = script.main(["--model", tiny_if, "--world", "2", "--steps", "2", "--resolution", "64", "--batch-size", "1",
+                        "--base-channels", "4", "--depth", "2", "--out", str(tmp_path / "k-if.safetensors")])
+    g = make_guidance(ts, tiny_if, mode="lmc", lmc_checkpoint=str(ckpt), guidance_scale=7.5)
+    rgb = torch.rand(1, 64, 64, 3, requires_grad=True)
+    g.update_step(0, 0)
+    g(rgb, prompt_utils, **cams())["loss_sds"].backward()
+    assert torch.isfinite(rgb.grad).all() and rgb.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("guidance", ["deep-floyd-guidance", "dreamsampler-guidance"])
