@@ -437,6 +437,8 @@ def svg(task: str):
 T2I_CAPTIONS = ("a red circle", "a blue square", "a green triangle", "a yellow star", "a black circle")
 T2I_CFG = 4.0  # the mini model's sampling scale (its model card)
 SDS_CFG = 100.0  # DreamFusion's
+LMC_CFG = 10.0  # the -lmc variants' scale (LMC-SDS sec. 5: a tenth of DreamFusion's)
+LMC_TRAINING = ["--world", "2048", "--resolution", "64", "--depth", "2", "--steps", "2000", "--seed", "0"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -449,11 +451,25 @@ def world_spread(n: int = 500) -> Dict[str, float]:
             "size": float(np.std([a.sizes[0] for a in attrs]))}
 
 
-def sds_latent(caption: str, seed: int, steps: int) -> torch.Tensor:
+def mini_corrective(s: Settings) -> Path:
+    """k_psi for the mini model, trained by ``scripts/train_lmc.py`` on training-split world images (cached)."""
+    path = s.out / "k-mini-sd.safetensors"
+    if not path.exists():
+        start = time.time()
+        cmd = [sys.executable, str(REPO / "scripts" / "train_lmc.py"), "--model", str(MINI_SD), *LMC_TRAINING, "--out", str(path)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        (s.out / "k-mini-sd.log").write_text(proc.stdout + proc.stderr)
+        if proc.returncode != 0:
+            raise RuntimeError(f"train_lmc.py failed ({s.out / 'k-mini-sd.log'})")
+        s.log(f"  k_psi for the mini model: {time.time() - start:.0f} s")
+    return path
+
+
+def sds_latent(caption: str, seed: int, steps: int, **guidance) -> torch.Tensor:
     """Baseline: a 8x8 latent optimized by score distillation through this project's ``dreamsampler-guidance``
-    (mode ``sds``: random t, fresh noise, w = 1 - abar, CFG 100, as DreamFusion), Adam lr 0.05; decoded with
-    the VAE. (The bridge is not run: its source prompt, the artifact descriptors, is outside the mini
-    model's word-level vocabulary and context.)"""
+    (mode ``sds``: random t, fresh noise, w = 1 - abar, CFG 100, as DreamFusion; ``guidance`` overrides the
+    mode and its fields, e.g. LMC-SDS), Adam lr 0.05; decoded with the VAE. (The bridge is not run: its source
+    prompt, the artifact descriptors, is outside the mini model's word-level vocabulary and context.)"""
     from dreamsampler_launcher.run_threestudio import load_threestudio
 
     ts = load_threestudio(cpu=True)
@@ -463,7 +479,7 @@ def sds_latent(caption: str, seed: int, steps: int) -> torch.Tensor:
         pp_cfg = {"pretrained_model_name_or_path": str(MINI_SD), "prompt": caption, "spawn": False}
         prompt_utils = ts.find("stable-diffusion-prompt-processor")(pp_cfg)()
         cfg = {"pretrained_model_name_or_path": str(MINI_SD), "mode": "sds", "weighting_strategy": "sds",
-               "guidance_scale": SDS_CFG, "view_dependent_prompting": False, "trainer_max_steps": steps}
+               "guidance_scale": SDS_CFG, "view_dependent_prompting": False, "trainer_max_steps": steps, **guidance}
         guidance = ts.find("dreamsampler-guidance")(cfg)
     finally:
         os.chdir(cwd)
@@ -491,9 +507,11 @@ def cached_image(path: Path, make: Callable[[], torch.Tensor]) -> torch.Tensor:
 
 def text_to_image(s: Settings):
     """Text-to-image: the identity generator with DreamSampler (= DDIM, the shipped config at CFG 4)
-    against a latent optimized by SDS; attributes read back, spread over seeds."""
+    against a latent optimized by SDS and one by LMC-SDS (k_psi trained for the mini model); attributes
+    read back, spread over seeds."""
     out, figure, spreads = [], [], defaultdict(list)
-    methods = ["dreamsampler (identity generator = ddim)", "sds latent"]
+    methods = ["dreamsampler (identity generator = ddim)", "sds latent", "lmc-sds latent"]
+    lmc = {"mode": "lmc", "guidance_scale": LMC_CFG, "lmc_checkpoint": str(mini_corrective(s))}
     for c, caption in enumerate(T2I_CAPTIONS):
         row, reads = [], defaultdict(list)
         for seed in range(s.t2i_seeds):
@@ -502,6 +520,8 @@ def text_to_image(s: Settings):
                     f"system.prompt={caption!r}", f"system.guidance_scale={T2I_CFG}", f"seed={seed}"], steps=s.t2i_nfe) / "result.png"),
                 methods[1]: cached_image(s.out / "runs" / "text-to-image" / "sds-latent" / f"{c}-{seed}.png",
                                          lambda: sds_latent(caption, seed, s.t2i_steps)),
+                methods[2]: cached_image(s.out / "runs" / "text-to-image" / "lmc-latent" / f"{c}-{seed}.png",
+                                         lambda: sds_latent(caption, seed, s.t2i_steps, **lmc)),
             }
             colour, shape = caption.split()[1:]
             for name, img in imgs.items():

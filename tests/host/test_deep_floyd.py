@@ -1,14 +1,12 @@
 """DeepFloyd IF (stage I, pixel space) in real threestudio on the CPU, on the tiny IF-shaped pipeline:
 threestudio's own deep-floyd-prompt-processor (on transformers 5) and deep-floyd-guidance, and
 dreamsampler-guidance as their drop-in."""
-import os
-
 import pytest
 import torch
 
 from ..conftest import REPO, threestudio_root
 from .runner import assert_finite_losses, assert_sane_image, run_config
-from .test_guidance import cams, make_guidance
+from .test_guidance import cams, make_guidance, make_prompt_utils
 
 pytestmark = pytest.mark.threestudio
 
@@ -16,20 +14,9 @@ PROMPT = "a red circle"
 STEPS = 3
 
 
-def if_prompt_utils(ts, tiny_if, tmp_path_factory, prompt=PROMPT):
-    cwd = os.getcwd()
-    os.chdir(tmp_path_factory.mktemp("if-pp"))
-    try:
-        return ts.find("deep-floyd-prompt-processor")(
-            {"pretrained_model_name_or_path": tiny_if, "prompt": prompt, "spawn": False}
-        )()
-    finally:
-        os.chdir(cwd)
-
-
 @pytest.fixture(scope="module")
 def prompt_utils(ts, tiny_if, tmp_path_factory):
-    return if_prompt_utils(ts, tiny_if, tmp_path_factory)
+    return make_prompt_utils(ts, tiny_if, tmp_path_factory, PROMPT, "deep-floyd-prompt-processor")
 
 
 def test_threestudios_deep_floyd_prompt_processor_encodes_with_t5(ts, tiny_if, prompt_utils):

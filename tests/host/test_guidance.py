@@ -15,15 +15,14 @@ def prompt_utils(ts, tiny_sd, tmp_path_factory):
     return make_prompt_utils(ts, tiny_sd, tmp_path_factory, PROMPT)
 
 
-def make_prompt_utils(ts, tiny_sd, tmp_path_factory, prompt):
+def make_prompt_utils(ts, model, tmp_path_factory, prompt, processor="stable-diffusion-prompt-processor"):
+    """threestudio's prompt processor's output for ``prompt`` (its cache in a fresh folder)."""
     import os
 
     cwd = os.getcwd()
     os.chdir(tmp_path_factory.mktemp("pp"))
     try:
-        return ts.find("stable-diffusion-prompt-processor")(
-            {"pretrained_model_name_or_path": tiny_sd, "prompt": prompt, "spawn": False}
-        )()
+        return ts.find(processor)({"pretrained_model_name_or_path": model, "prompt": prompt, "spawn": False})()
     finally:
         os.chdir(cwd)
 

@@ -7,8 +7,8 @@ the UNet predicted at the previous step (carried by :class:`dreamsampler.DreamSa
 one memory per camera index). The math lives in the core; this file translates threestudio's
 config, prompt embeddings and batches into core calls.
 
-One guidance serves both model families, chosen by the model folder (``model_index.json`` without a VAE
-is a pixel-space model): latent Stable Diffusion (epsilon or v prediction; renders encoded by the VAE)
+One guidance serves both model families, chosen by the model (no VAE: a pixel-space model;
+``latent_model.is_pixel_space``): latent Stable Diffusion (epsilon or v prediction; renders encoded by the VAE)
 and DeepFloyd IF stage I (pixels at 64x64; the UNet's learned variance dropped, as threestudio does).
 One name because the guidance fields of both threestudio guidances mean the same here, so
 ``system.guidance_type=dreamsampler-guidance`` swaps into an SD config and into an IF config alike

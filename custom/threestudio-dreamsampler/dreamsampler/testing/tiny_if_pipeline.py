@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import sys
 from pathlib import Path
 
 import torch
 
-from .tiny_pipeline import WORDS
+from .tiny_pipeline import WORDS, cache_location
 
 # diffusers' configuration of DeepFloyd IF stage I's scheduler (its model card / scheduler_config.json)
 IF_SCHEDULER_CONFIG = dict(
@@ -136,10 +135,7 @@ def build_tiny_if_pipeline(out_dir, seed: int = 0, overwrite: bool = False) -> s
 
 def default_location() -> str:
     """Where launch.sh and the tests keep the tiny IF pipeline (override with DREAMSAMPLER_TINY_IF)."""
-    return os.environ.get(
-        "DREAMSAMPLER_TINY_IF",
-        os.path.join(os.path.expanduser("~"), ".cache", "threestudio-dreamsampler", "tiny-if"),
-    )
+    return cache_location("DREAMSAMPLER_TINY_IF", "tiny-if")
 
 
 if __name__ == "__main__":

@@ -147,12 +147,14 @@ def build_tiny_pipeline(
     return str(out)
 
 
+def cache_location(env: str, name: str) -> str:
+    """``$env`` if set, else ``~/.cache/threestudio-dreamsampler/<name>``: where an offline pipeline is kept."""
+    return os.environ.get(env, os.path.join(os.path.expanduser("~"), ".cache", "threestudio-dreamsampler", name))
+
+
 def default_location() -> str:
     """Where launch.sh and the tests keep the tiny pipeline (override with DREAMSAMPLER_TINY_SD)."""
-    return os.environ.get(
-        "DREAMSAMPLER_TINY_SD",
-        os.path.join(os.path.expanduser("~"), ".cache", "threestudio-dreamsampler", "tiny-sd"),
-    )
+    return cache_location("DREAMSAMPLER_TINY_SD", "tiny-sd")
 
 
 if __name__ == "__main__":
