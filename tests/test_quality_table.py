@@ -40,3 +40,24 @@ def test_run_folders_are_named_by_method(name, folder):
 def test_the_worlds_own_spread_of_icon_position_and_size():
     spread = quality.world_spread(200)
     assert set(spread) == {"x", "y", "size"} and 0.1 < spread["x"] < 0.35 and 0 < spread["size"] < 0.1
+
+
+def test_render_panels_and_object_saturation(tmp_path):
+    """A saved rgb | normal | opacity grid is cut into its panels at the world's 64 px; saturation is read
+    on the opaque pixels of a render and on the non-white pixels of a world image."""
+    import imageio.v3 as iio
+    import numpy as np
+    import torch
+
+    rgb = np.full((32, 32, 3), 255, np.uint8)
+    rgb[8:24, 8:24] = (255, 0, 0)  # a saturated red square on white
+    opacity = np.zeros((32, 32, 3), np.uint8)
+    opacity[8:24, 8:24] = 255
+    iio.imwrite(tmp_path / "0.png", np.concatenate([rgb, np.zeros_like(rgb), opacity], 1))
+    views, alpha = quality.render_views([tmp_path / "0.png"]), quality.render_views([tmp_path / "0.png"], 2)
+    assert views.shape == alpha.shape == (1, 3, 64, 64)
+    assert torch.allclose(views[0, :, 32, 32], torch.tensor([1.0, 0.0, 0.0]))
+    assert quality.saturation(views, alpha) == pytest.approx(1.0, abs=0.05)  # edges blend with white at 64 px
+    half = views * 0.5 + 0.5  # a pink square: saturation 0.5, the white background left out either way
+    assert quality.saturation(half, alpha) == pytest.approx(0.5, abs=0.02)
+    assert quality.saturation(half) == pytest.approx(0.5, abs=0.05)
