@@ -60,4 +60,4 @@ def test_render_panels_and_object_saturation(tmp_path):
     assert quality.saturation(views, alpha) == pytest.approx(1.0, abs=0.05)  # edges blend with white at 64 px
     half = views * 0.5 + 0.5  # a pink square: saturation 0.5, the white background left out either way
     assert quality.saturation(half, alpha) == pytest.approx(0.5, abs=0.02)
-    assert quality.saturation(half) == pytest.approx(0.5, abs=0.05)
+    assert quality.saturation(half) == pytest.approx(0.5, abs=0.1)  # the blended edge pixels count here
