@@ -33,7 +33,7 @@ from threestudio.utils.misc import get_device
 from threestudio.utils.typing import *
 from torch import nn
 
-from dreamsampler.diffusion.latent_model import LatentModel, load_text_encoder
+from dreamsampler.diffusion.latent_model import LatentModel, is_pixel_space, load_text_encoder
 from dreamsampler.diffusion.process import forward_noise
 from dreamsampler.diffusion.schedules import ReverseSchedule
 from dreamsampler.image_io import latent_mask, read_image, read_mask, rect_mask, square_resize, to_uint8
@@ -91,12 +91,12 @@ class DreamSamplerImage(RunFingerprintMixin, BaseSystem):
         device = get_device()
         dtype = torch.float16 if cfg.half_precision_weights and device.type == "cuda" else torch.float32
         field_name = "system.pretrained_model_name_or_path"
-        vae, unet, scheduler = load_diffusion_components(cfg.pretrained_model_name_or_path, dtype, device, field_name=field_name)
-        if vae is None:
+        if is_pixel_space(cfg.pretrained_model_name_or_path, field_name):  # before any weights are loaded
             raise ValueError(
                 f"{field_name}={cfg.pretrained_model_name_or_path!r} is a pixel-space model (no VAE: DeepFloyd IF); "
                 "the 2D tasks run in a latent model's space: pass a Stable Diffusion model"
             )
+        vae, unet, scheduler = load_diffusion_components(cfg.pretrained_model_name_or_path, dtype, device, field_name=field_name)
         tokenizer, text_encoder = load_text_encoder(cfg.pretrained_model_name_or_path, dtype, device, field_name)
         self.model = LatentModel(vae, unet, tokenizer, text_encoder, scheduler)
         threestudio.info(f"{field_name}: {self.model.prediction_type} prediction, native {self.model.resolution} px")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from ..diffusion.t5_text import MAX_LENGTH
 from .tiny_pipeline import WORDS, cache_location
 
 # diffusers' configuration of DeepFloyd IF stage I's scheduler (its model card / scheduler_config.json)
@@ -39,7 +40,6 @@ IF_SCHEDULER_CONFIG = dict(
     prediction_type="epsilon",
     variance_type="learned_range",
 )
-MAX_LENGTH = 77  # threestudio's deep-floyd-prompt-processor pads / truncates to 77 tokens
 
 
 def train_spiece(words, vocab_size: int = 256) -> bytes:
