@@ -124,5 +124,6 @@ def test_source_prompt_needs_a_target(target):
 
 def test_source_prompt_prefers_a_user_source_and_takes_a_domain_descriptor():
     assert source_prompt("a cat", "a dog") == "a dog"
-    assert source_prompt("a cat", "  ") == "a cat" + ARTIFACT_DESCRIPTORS
+    assert source_prompt("a cat", "  ") == source_prompt("a cat", "") == ""  # the null prompt
+    assert source_prompt("a cat") == "a cat" + ARTIFACT_DESCRIPTORS
     assert source_prompt("a cat", suffix=", painting") == "a cat, painting"

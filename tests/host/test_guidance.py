@@ -124,6 +124,48 @@ def test_per_view_noise_keys_follow_the_batch_index(ts, tiny_sd, prompt_utils):
         g.sampler.noise_tilde(1, key=[4])
 
 
+def test_camera_bins_key_the_carried_noise_by_azimuth_sector(ts, tiny_sd, prompt_utils):
+    """Random cameras: a view carries the prediction last made in its own azimuth sector (eta 0: exactly it)."""
+    g = make_guidance(ts, tiny_sd, camera_bins=4)
+    g.update_step(0, 0)
+    view = dict(elevation=torch.zeros(2), camera_distances=torch.full((2,), 2.0))
+    g(prompt_utils=prompt_utils, azimuth=torch.tensor([10.0, 100.0]), **latents(2), **view)
+    stored = {k: m["eps"] for k, m in g.sampler.state_dict()["memory"].items()}
+    assert set(stored) == {0, 1}
+    g.update_step(0, 1)
+    g(prompt_utils=prompt_utils, azimuth=torch.tensor([-170.0, -20.0]), **latents(2), **view)  # back, front
+    assert torch.allclose(g.sampler.noise_tilde(1, key=[0]), stored[0])  # front carries front's prediction
+    tilde_back = g.sampler.noise_tilde(1, key=[2])  # the first back view starts from fresh noise
+    assert not any(torch.allclose(tilde_back, e) for e in stored.values())
+    assert abs(float(tilde_back.std()) - 1) < 0.1
+
+
+def test_camera_bins_reject_negative_and_per_view_noise(ts, tiny_sd):
+    for cfg in ({"camera_bins": -1}, {"camera_bins": 4, "per_view_noise": True}):
+        with pytest.raises(ValueError, match="guidance.camera_bins"):
+            make_guidance(ts, tiny_sd, **cfg)
+
+
+def test_four_azimuth_bins_are_threestudios_view_directions(ts, prompt_utils):
+    """Bins 0 / 2 are the prompt processor's front / back, 1 and 3 its sides (its thresholds of 45 degrees)."""
+    from dreamsampler.multiview.cameras import azimuth_bin
+
+    azimuth = torch.rand(2000, generator=torch.Generator().manual_seed(0)) * 720 - 360
+    wrapped = torch.remainder(azimuth + 180, 360) - 180  # threestudio's range
+    elevation, distance = torch.zeros_like(azimuth), torch.full_like(azimuth, 2.0)
+    name = {}
+    for d in prompt_utils.directions:
+        if d.name != "overhead":
+            for k in torch.nonzero(d.condition(elevation, wrapped, distance)).flatten().tolist():
+                name[k] = d.name  # later directions win, as threestudio assigns them
+    expected = [{"front": 0, "back": 2}.get(name[k], -1) for k in range(len(azimuth))]
+    bins = azimuth_bin(azimuth, 4)
+    for k, e in enumerate(expected):
+        assert bins[k] == e if e >= 0 else bins[k] in (1, 3), (float(azimuth[k]), name[k], int(bins[k]))
+    assert set(bins.tolist()) == {0, 1, 2, 3}
+    assert torch.equal(azimuth_bin(torch.tensor([0.0, 44.0, 46.0, 179.0, -179.0, -46.0]), 4), torch.tensor([0, 0, 1, 2, 2, 3]))
+
+
 def test_state_round_trip_continues_identically(ts, tiny_sd, prompt_utils):
     a, b = make_guidance(ts, tiny_sd, eta=0.5), make_guidance(ts, tiny_sd, eta=0.5)
     x = latents()
@@ -212,6 +254,16 @@ def test_bridge_runs_sds_first_then_the_source_prompt_gradient(ts, tiny_sd, prom
     # the gradient is bridge_scale * (eps(tgt) - eps(src)) on the latent
     out["loss_sds"].backward()
     assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+
+def test_an_empty_source_prompt_bridges_from_the_null_prompt(ts, tiny_sd, prompt_utils, tmp_path_factory, monkeypatch):
+    """source_prompt "" : y_src is threestudio's own unconditional embedding, so the bridge is the CFG direction."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("bridge-null"))
+    pp = {"pretrained_model_name_or_path": tiny_sd, "prompt": PROMPT, "spawn": False}
+    g = make_guidance(ts, tiny_sd, mode="bridge", prompt_processor=pp, source_prompt="", view_dependent_prompting=False)
+    src = g.source_prompt_utils.get_text_embeddings(**cams(), view_dependent_prompting=False)
+    emb = prompt_utils.get_text_embeddings(**cams(), view_dependent_prompting=False)
+    assert torch.equal(src[:1], emb[1:])
 
 
 def distill_suffix():

@@ -4,7 +4,7 @@ Same call signature, output keys and config fields where they mean the same thin
 where the timestep and the noise come from (main paper Alg. 2): the timestep follows a decreasing
 schedule over the run (advanced by ``update_step``) and the noise added to the render is the noise
 the UNet predicted at the previous step (carried by :class:`dreamsampler.DreamSampler`, optionally
-one memory per camera index). The math lives in the core; this file translates threestudio's
+one memory per camera index or per azimuth sector). The math lives in the core; this file translates threestudio's
 config, prompt embeddings and batches into core calls.
 
 One guidance serves both model families, chosen by the model (no VAE: a pixel-space model;
@@ -36,6 +36,7 @@ from dreamsampler.diffusion.schedules import TIMESTEP_SCHEDULES
 from dreamsampler.distill.lmc import FixedNoise, load_corrective
 from dreamsampler.distill.modes import ARTIFACT_DESCRIPTORS, MODES, source_prompt
 from dreamsampler.image_io import bchw, bhwc
+from dreamsampler.multiview.cameras import azimuth_bin
 
 from .diffusion_model import load_diffusion_components
 
@@ -72,12 +73,13 @@ class DreamSamplerGuidance(BaseObject):
         steps_per_timestep: int = 1
         eta: float = 0.0
         per_view_noise: bool = False  # one noise memory per batch["index"] (fixed multi-view data)
+        camera_bins: int = 0  # random cameras: one noise memory per azimuth sector of 360 / camera_bins degrees (0: one shared)
         carry: str = "guided"  # the noise carried to the next step: guided (Alg. 2) | unconditional (Alg. 3, 4)
         pixel_loss: bool = False  # also return loss_pixel = ||x - D(z0^)||^2 (supp. eq. 19)
         return_target: bool = False  # also return the decoded target D(z0^) as "target_rgb"
         on_nonfinite: str = "raise"  # raise | skip
         # bridge / dds: the source prompt y_src, encoded by a prompt processor built like the system's
-        source_prompt: Optional[str] = None  # bridge default: the target prompt + source_suffix
+        source_prompt: Optional[str] = None  # bridge default (None): the target prompt + source_suffix; "": the null prompt
         source_suffix: str = ARTIFACT_DESCRIPTORS  # bridge: artifact (or domain, e.g. ", painting") descriptors
         bridge_scale: float = 1.0  # w of w * (eps(y_tgt) - eps(y_src))
         bridge_start_step: int = 0  # plain SDS before this step (the paper's stage 1), bridge after
@@ -217,6 +219,11 @@ class DreamSamplerGuidance(BaseObject):
                 f"({cfg.trainer_max_steps}) must be >= 1; trainer_max_steps follows trainer.max_steps (minus "
                 "system.warmup_steps for the degraded-view config), so check those"
             )
+        if cfg.camera_bins < 0 or cfg.camera_bins and cfg.per_view_noise:
+            raise ValueError(
+                f"guidance.camera_bins={cfg.camera_bins} must be >= 0, and 0 when guidance.per_view_noise is set "
+                "(noise memories are keyed by the camera index or by the azimuth sector, not both)"
+            )
         if cfg.schedule_start_step < 0:
             raise ValueError(f"guidance.schedule_start_step must be >= 0, got {cfg.schedule_start_step}")
 
@@ -299,9 +306,7 @@ class DreamSamplerGuidance(BaseObject):
             rgb_native = self._native(rgb_BCHW)  # also the pixel loss's render (RGB renders only)
             latents = self.encode_images(rgb_native)
 
-        keys = kwargs.get("index") if self.cfg.per_view_noise else None
-        if isinstance(keys, Tensor) and keys.dim() == 0:
-            keys = keys.view(1)
+        keys = self._noise_keys(kwargs.get("index"), azimuth)
         carried = self.cfg.mode == "dreamsampler"
         with torch.no_grad():
             if carried:
@@ -344,6 +349,15 @@ class DreamSamplerGuidance(BaseObject):
         if guidance_eval:
             out["eval"] = self._guidance_eval(z_t, z0_hat, t, elevation, azimuth, camera_distances)
         return out
+
+    def _noise_keys(self, index, azimuth):
+        """Which noise memory each sample carries: its camera index (``per_view_noise``), its azimuth sector
+        (``camera_bins``), or one memory shared by the batch (None)."""
+        if self.cfg.per_view_noise:
+            return index.view(-1) if isinstance(index, Tensor) else index
+        if self.cfg.camera_bins:
+            return azimuth_bin(azimuth.detach().cpu(), self.cfg.camera_bins)
+        return None
 
     def _native(self, img: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B 3 R R"]:
         """``img`` resized to the model's native resolution (as threestudio's guidance does for 512)."""

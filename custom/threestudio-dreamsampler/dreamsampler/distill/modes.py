@@ -106,9 +106,10 @@ def lmc_distillation(
 
 
 def source_prompt(target: str, source: str | None = None, suffix: str = ARTIFACT_DESCRIPTORS) -> str:
-    """y_src: a user-given source prompt, else the target prompt plus the descriptors."""
+    """y_src: a user-given source prompt (an empty or blank one: the null prompt, so the bridge is the
+    CFG direction eps(y_tgt) - eps(null)), else the target prompt plus the descriptors."""
     if not target or not target.strip():
         raise ValueError("the bridge mode needs a non-empty target prompt (system.prompt_processor.prompt)")
-    if source is not None and source.strip():
-        return source
+    if source is not None:
+        return source.strip()
     return target + suffix

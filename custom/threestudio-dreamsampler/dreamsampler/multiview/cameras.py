@@ -56,6 +56,16 @@ def ring_c2w(n_views: int = 16, elevation_deg: float = 30.0, distance: float = 1
     return look_at(orbit_positions(el, az, torch.full_like(az, float(distance))))
 
 
+def azimuth_bin(azimuth_deg: Tensor, bins: int) -> Tensor:
+    """Index in ``0..bins-1`` of the azimuth sector each camera lies in: ``bins`` equal sectors, sector 0
+    centred on azimuth 0 (threestudio's front view), counted towards positive azimuths; any azimuth in
+    degrees (wrapped). With 4 bins these are threestudio's front / side / back / side directions."""
+    if bins < 1:
+        raise ValueError(f"azimuth bins must be >= 1, got {bins}")
+    width = 360.0 / bins
+    return torch.remainder(torch.floor((azimuth_deg.double() + width / 2) / width), bins).long()
+
+
 def spherical(c2w: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """(elevation_deg, azimuth_deg, distance) of camera centres, the inverse of ``orbit_positions``."""
     p = c2w[:, :3, 3]
