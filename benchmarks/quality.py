@@ -443,6 +443,10 @@ T2I_CAPTIONS = ("a red circle", "a blue square", "a green triangle", "a yellow s
 T2I_CFG = 4.0  # the mini model's sampling scale (its model card)
 SDS_CFG = 100.0  # DreamFusion's
 LMC_CFG = 10.0  # the -lmc variants' scale (LMC-SDS sec. 5: a tenth of DreamFusion's)
+# the bridge's y_src on the mini model: the null prompt (its vocabulary has no words for the artifact descriptors,
+# which split into untrained character pieces and overflow its 32-token context), so stage 2 is eps(y) - eps(null)
+BRIDGE_NULL = "system.guidance.source_prompt=''"  # text-to-NeRF: the -bridge variant (SDS for 80% of the run, then w = 1)
+BRIDGE_2D_CFG, BRIDGE_2D_SCALE = 40.0, 25.0  # the bridge paper's text-to-image: s = 40 in stage 1 (the first 20%), then w = 25
 LMC_TRAINING = ["--world", "2048", "--resolution", "64", "--depth", "2", "--steps", "2000", "--seed", "0"]
 
 
@@ -473,8 +477,7 @@ def mini_corrective(s: Settings) -> Path:
 def sds_latent(caption: str, seed: int, steps: int, **guidance) -> torch.Tensor:
     """Baseline: a 8x8 latent optimized by score distillation through this project's ``dreamsampler-guidance``
     (mode ``sds``: random t, fresh noise, w = 1 - abar, CFG 100, as DreamFusion; ``guidance`` overrides the
-    mode and its fields, e.g. LMC-SDS), Adam lr 0.05; decoded with the VAE. (The bridge is not run: its source
-    prompt, the artifact descriptors, is outside the mini model's word-level vocabulary and context.)"""
+    mode and its fields, e.g. LMC-SDS or the bridge), Adam lr 0.05; decoded with the VAE."""
     from dreamsampler_launcher.run_threestudio import load_threestudio
 
     ts = load_threestudio(cpu=True)
@@ -484,7 +487,8 @@ def sds_latent(caption: str, seed: int, steps: int, **guidance) -> torch.Tensor:
         pp_cfg = {"pretrained_model_name_or_path": str(MINI_SD), "prompt": caption, "spawn": False}
         prompt_utils = ts.find("stable-diffusion-prompt-processor")(pp_cfg)()
         cfg = {"pretrained_model_name_or_path": str(MINI_SD), "mode": "sds", "weighting_strategy": "sds",
-               "guidance_scale": SDS_CFG, "view_dependent_prompting": False, "trainer_max_steps": steps, **guidance}
+               "guidance_scale": SDS_CFG, "view_dependent_prompting": False, "trainer_max_steps": steps,
+               "prompt_processor": pp_cfg, **guidance}
         guidance = ts.find("dreamsampler-guidance")(cfg)
     finally:
         os.chdir(cwd)
@@ -513,9 +517,14 @@ def cached_image(path: Path, make: Callable[[], torch.Tensor]) -> torch.Tensor:
 def text_to_image(s: Settings):
     """Text-to-image: the identity generator with DreamSampler (= DDIM, the shipped config at CFG 4)
     against a latent optimized by SDS and one by LMC-SDS (k_psi trained for the mini model), and SDS at
-    LMC's CFG (what L_lmc replaces, at the same scale); attributes read back, spread over seeds."""
+    LMC's CFG (what L_lmc replaces, at the same scale), and one by the bridge as its paper ran text-to-image (SDS
+    at s = 40 for the first 20% of the steps, then 25 (eps(y) - eps(y_src)), y_src the null prompt); attributes
+    read back, spread over seeds."""
     out, figure, spreads = [], [], defaultdict(list)
-    methods = ["dreamsampler (identity generator = ddim)", "sds latent", "lmc-sds latent", "sds latent at lmc's cfg"]
+    methods = ["dreamsampler (identity generator = ddim)", "sds latent", "lmc-sds latent", "sds latent at lmc's cfg",
+               "bridge latent (y_src = null)"]
+    bridge = {"mode": "bridge", "source_prompt": "", "guidance_scale": BRIDGE_2D_CFG, "bridge_scale": BRIDGE_2D_SCALE,
+              "bridge_start_step": s.t2i_steps // 5}
     lmc = {"mode": "lmc", "guidance_scale": LMC_CFG, "lmc_checkpoint": str(mini_corrective(s))}
     for c, caption in enumerate(T2I_CAPTIONS):
         row, reads = [], defaultdict(list)
@@ -529,6 +538,8 @@ def text_to_image(s: Settings):
                                          lambda: sds_latent(caption, seed, s.t2i_steps, **lmc)),
                 methods[3]: cached_image(s.out / "runs" / "text-to-image" / "sds-latent-lmc-cfg" / f"{c}-{seed}.png",
                                          lambda: sds_latent(caption, seed, s.t2i_steps, guidance_scale=LMC_CFG)),
+                methods[4]: cached_image(s.out / "runs" / "text-to-image" / "bridge-latent" / f"{c}-{seed}.png",
+                                         lambda: sds_latent(caption, seed, s.t2i_steps, **bridge)),
             }
             colour, shape = caption.split()[1:]
             for name, img in imgs.items():
@@ -559,6 +570,7 @@ T2N_SIZE = ["data.width=32", "data.height=32", "data.eval_width=32", "data.eval_
             "data.n_test_views=8", "system.renderer.num_samples_per_ray=32", "system.geometry.pos_encoding_config.n_levels=8",
             "system.geometry.pos_encoding_config.log2_hashmap_size=15", "system.optimizer.args.lr=0.01"]
 T2N_CFG = 7.5
+T2N_LONG_STEPS = 1000  # text-to-nerf-long: DreamSampler and SDS, one seed, 5x the steps
 
 
 def render_views(paths: List[Path], panel: int = 0) -> torch.Tensor:
@@ -601,43 +613,60 @@ def world_saturation(colour: str, n: int = 40) -> float:
     return saturation(torch.stack(imgs))
 
 
-def text_to_nerf(s: Settings):
-    """Text-to-NeRF (supp. sec. 5.3) on the mini model: the shipped config (DreamSampler), its ``-sds`` and
-    ``-lmc`` variants (k_psi for the mini model, as in text-to-image), 4 prompts x 3 seeds, every method
-    with the same sizes, steps, learning rate and CFG (``T2N_*``; LMC keeps its variant's CFG 10). Scored on
-    the 8 test views (the world's object reader), colour saturation against the world's objects, spread
-    over seeds (per-pixel std of the test views across seeds), and the reader's accuracy on the 4
-    validation views against UNet evaluations (the curve: when does each method reach SDS's final value?).
-    The bridge is not run: its source prompt (the artifact descriptors) is outside the mini model's vocabulary."""
-    methods = {  # name: (config, overrides)
-        "dreamsampler (shipped config)": ("dreamsampler-text-to-nerf", [f"system.guidance.guidance_scale={T2N_CFG}"]),
-        "sds (-sds variant)": ("variants/text-to-nerf-sds", [f"system.guidance.guidance_scale={T2N_CFG}"]),
-        "lmc-sds (-lmc variant)": ("variants/text-to-nerf-lmc", [f"system.guidance.lmc_checkpoint={mini_corrective(s)}"]),
+def t2n_methods(s: Settings, names=None) -> Dict[str, tuple]:
+    """name: (config, overrides) of the text-to-NeRF methods, every one at the shared ``T2N_*`` settings (LMC keeps
+    its variant's CFG 10); ``names`` picks some (LMC's k_psi is trained only when LMC is picked)."""
+    cfg = f"system.guidance.guidance_scale={T2N_CFG}"
+    table = {
+        "dreamsampler (shipped config)": lambda: ("dreamsampler-text-to-nerf", [cfg]),
+        "sds (-sds variant)": lambda: ("variants/text-to-nerf-sds", [cfg]),
+        "lmc-sds (-lmc variant)": lambda: ("variants/text-to-nerf-lmc", [f"system.guidance.lmc_checkpoint={mini_corrective(s)}"]),
+        "bridge (-bridge variant, y_src = null)": lambda: ("variants/text-to-nerf-bridge", [cfg, BRIDGE_NULL]),
+        "dreamsampler, noise per azimuth quarter": lambda: ("dreamsampler-text-to-nerf", [cfg, "system.guidance.camera_bins=4"]),
     }
-    steps, out, figure, curves = s.t2n_steps, [], [], defaultdict(list)
-    test_views: Dict[tuple, torch.Tensor] = {}
-    for p, prompt in enumerate(T2N_PROMPTS):
-        row = []
-        for seed in range(s.t2n_seeds):
-            for name, (config, extra) in methods.items():
-                save = run(s, config, f"text-to-nerf/{slug(name)}/{p}-{seed}", [f"system.prompt_processor.prompt={prompt!r}",
-                           f"seed={seed}", *T2N_SIZE, *extra], steps=steps, model_fields=NERF_MODEL_FIELDS,
-                           val_every=s.t2n_val_every, marker=f"it{steps}-test.mp4")
-                grids = sorted((save / f"it{steps}-test").glob("*.png"), key=lambda q: int(q.stem))
-                views = test_views[name, p, seed] = render_views(grids)
-                out.append({"method": name, "scene": f"{p}-{seed}", "prompt": prompt, "unet_evals": 2 * steps,
-                            **read_object_views(s, views, prompt),
-                            "saturation_vs_world": saturation(views, render_views(grids, 2)) / world_saturation(prompt.split()[1])})
-                curves[name].append([{"step": k, "unet_evals": 2 * k, **read_object_views(s, render_views(
-                    sorted(save.glob(f"it{k}-[0-9].png"))), prompt)} for k in range(s.t2n_val_every, steps + 1, s.t2n_val_every)])
-                if seed == 0:
-                    row.append(views[:1])
-        figure.append(row)
-    for r in out:  # per-pixel std across seeds of the same prompt's test views, mean over views and pixels
-        p = int(r["scene"].split("-")[0])
-        r["seed_spread"] = float(torch.stack([test_views[r["method"], p, k] for k in range(s.t2n_seeds)]).std(0).mean())
-    save_accuracy_curves(s.out / "text-to-nerf-curves.png", curves)
-    return out, figure, list(methods)
+    return {name: table[name]() for name in (names or table)}
+
+
+def text_to_nerf(task: str, steps: int | None = None, seeds: int | None = None, val_every: int | None = None, names=None):
+    """Text-to-NeRF (supp. sec. 5.3) on the mini model: the shipped config (DreamSampler), its ``-sds``, ``-lmc``
+    (k_psi for the mini model, as in text-to-image) and ``-bridge`` (y_src the null prompt, ``BRIDGE_NULL``)
+    variants, and DreamSampler with one carried-noise memory per azimuth quarter (``guidance.camera_bins=4``:
+    threestudio's view directions) instead of one; 4 prompts x ``seeds`` (default ``s.t2n_seeds``), ``steps``
+    (default ``s.t2n_steps``). Scored on the 8 test views (the world's object reader), colour saturation against
+    the world's objects, spread over seeds (per-pixel std of the test views across seeds; NaN for one seed), and
+    the reader's accuracy on the 4 validation views against UNet evaluations (the curve: when does each method
+    reach SDS's final value?)."""
+
+    def rows(s: Settings):
+        n_steps, n_seeds, every = steps or s.t2n_steps, seeds or s.t2n_seeds, val_every or s.t2n_val_every
+        methods = t2n_methods(s, names)
+        out, figure, curves = [], [], defaultdict(list)
+        test_views: Dict[tuple, torch.Tensor] = {}
+        for p, prompt in enumerate(T2N_PROMPTS):
+            row = []
+            for seed in range(n_seeds):
+                for name, (config, extra) in methods.items():
+                    save = run(s, config, f"{task}/{slug(name)}/{p}-{seed}", [f"system.prompt_processor.prompt={prompt!r}",
+                               f"seed={seed}", *T2N_SIZE, *extra], steps=n_steps, model_fields=NERF_MODEL_FIELDS,
+                               val_every=every, marker=f"it{n_steps}-test.mp4")
+                    grids = sorted((save / f"it{n_steps}-test").glob("*.png"), key=lambda q: int(q.stem))
+                    views = test_views[name, p, seed] = render_views(grids)
+                    out.append({"method": name, "scene": f"{p}-{seed}", "prompt": prompt, "unet_evals": 2 * n_steps,
+                                **read_object_views(s, views, prompt),
+                                "saturation_vs_world": saturation(views, render_views(grids, 2)) / world_saturation(prompt.split()[1])})
+                    curves[name].append([{"step": k, "unet_evals": 2 * k, **read_object_views(s, render_views(
+                        sorted(save.glob(f"it{k}-[0-9].png"))), prompt)} for k in range(every, n_steps + 1, every)])
+                    if seed == 0:
+                        row.append(views[:1])
+            figure.append(row)
+        for r in out:  # per-pixel std across seeds of the same prompt's test views, mean over views and pixels
+            p = int(r["scene"].split("-")[0])
+            seeds_views = torch.stack([test_views[r["method"], p, k] for k in range(n_seeds)])
+            r["seed_spread"] = float(seeds_views.std(0).mean()) if n_seeds > 1 else float("nan")
+        save_accuracy_curves(s.out / f"{task}-curves.png", curves)
+        return out, figure, list(methods)
+
+    return rows
 
 
 def save_accuracy_curves(path: Path, curves: Dict[str, List[List[dict]]]) -> None:
@@ -664,7 +693,9 @@ def save_accuracy_curves(path: Path, curves: Dict[str, List[List[dict]]]) -> Non
 TASKS: Dict[str, Callable] = {"inpaint": inpaint, "edit": edit, "restore-blur": restore("restore-blur"),
                               "restore-x4": restore("restore-x4"), "nerf-blur": nerf("nerf-blur"), "nerf-x4": nerf("nerf-x4"),
                               "svg-blur": svg("svg-blur"), "svg-x8": svg("svg-x8"), "text-to-image": text_to_image,
-                              "text-to-nerf": text_to_nerf}
+                              "text-to-nerf": text_to_nerf("text-to-nerf"),
+                              "text-to-nerf-long": text_to_nerf("text-to-nerf-long", steps=T2N_LONG_STEPS, seeds=1, val_every=100,
+                                                                names=["dreamsampler (shipped config)", "sds (-sds variant)"])}
 QUICK_TASKS = ("restore-blur",)
 
 

@@ -61,3 +61,18 @@ def test_render_panels_and_object_saturation(tmp_path):
     half = views * 0.5 + 0.5  # a pink square: saturation 0.5, the white background left out either way
     assert quality.saturation(half, alpha) == pytest.approx(0.5, abs=0.02)
     assert quality.saturation(half) == pytest.approx(0.5, abs=0.1)  # the blended edge pixels count here
+
+
+def test_text_to_nerf_methods_share_settings_and_train_k_psi_only_for_lmc(monkeypatch, tmp_path):
+    """The azimuth-quarter row is the shipped config plus camera_bins=4, the bridge row the -bridge variant with
+    the null source prompt; picking methods without LMC never trains its corrective."""
+    monkeypatch.setattr(quality, "mini_corrective", lambda s: pytest.fail("k_psi trained for a run without LMC"))
+    s = quality.Settings(out=tmp_path, scenes=1, nfe=10, quick=True)
+    names = ["dreamsampler (shipped config)", "dreamsampler, noise per azimuth quarter", "bridge (-bridge variant, y_src = null)"]
+    m = quality.t2n_methods(s, names)
+    assert list(m) == names
+    (config, shipped), (config_q, quarter), (config_b, bridge) = m.values()
+    assert config == config_q == "dreamsampler-text-to-nerf" and quarter == shipped + ["system.guidance.camera_bins=4"]
+    assert config_b == "variants/text-to-nerf-bridge" and bridge == shipped + ["system.guidance.source_prompt=''"]
+    with pytest.raises(pytest.fail.Exception, match="k_psi"):
+        quality.t2n_methods(s)
