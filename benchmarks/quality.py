@@ -1,4 +1,4 @@
-"""Every 2D task's quality on the miniature world model, DreamSampler against its baselines, in one table.
+"""Every task's quality on the miniature world model (2D, SVG, NeRF), DreamSampler against its baselines, in one table.
 
     python benchmarks/quality.py [--quick] [--out outputs/quality] [--tasks restore-blur,inpaint,...]
 
@@ -623,6 +623,7 @@ def t2n_methods(s: Settings, names=None) -> Dict[str, tuple]:
         "lmc-sds (-lmc variant)": lambda: ("variants/text-to-nerf-lmc", [f"system.guidance.lmc_checkpoint={mini_corrective(s)}"]),
         "bridge (-bridge variant, y_src = null)": lambda: ("variants/text-to-nerf-bridge", [cfg, BRIDGE_NULL]),
         "dreamsampler, noise per azimuth quarter": lambda: ("dreamsampler-text-to-nerf", [cfg, "system.guidance.camera_bins=4"]),
+        "dreamsampler, unconditional noise carried": lambda: ("dreamsampler-text-to-nerf", [cfg, "system.guidance.carry=unconditional"]),
     }
     return {name: table[name]() for name in (names or table)}
 
@@ -630,8 +631,9 @@ def t2n_methods(s: Settings, names=None) -> Dict[str, tuple]:
 def text_to_nerf(task: str, steps: int | None = None, seeds: int | None = None, val_every: int | None = None, names=None):
     """Text-to-NeRF (supp. sec. 5.3) on the mini model: the shipped config (DreamSampler), its ``-sds``, ``-lmc``
     (k_psi for the mini model, as in text-to-image) and ``-bridge`` (y_src the null prompt, ``BRIDGE_NULL``)
-    variants, and DreamSampler with one carried-noise memory per azimuth quarter (``guidance.camera_bins=4``:
-    threestudio's view directions) instead of one; 4 prompts x ``seeds`` (default ``s.t2n_seeds``), ``steps``
+    variants, DreamSampler with one carried-noise memory per azimuth quarter (``guidance.camera_bins=4``:
+    threestudio's view directions) instead of one, and carrying the unconditional prediction (Alg. 3 and 4)
+    instead of the guided one (Alg. 2); 4 prompts x ``seeds`` (default ``s.t2n_seeds``), ``steps``
     (default ``s.t2n_steps``). Scored on the 8 test views (the world's object reader), colour saturation against
     the world's objects, spread over seeds (per-pixel std of the test views across seeds; NaN for one seed), and
     the reader's accuracy on the 4 validation views against UNet evaluations (the curve: when does each method
