@@ -571,6 +571,7 @@ T2N_SIZE = ["data.width=32", "data.height=32", "data.eval_width=32", "data.eval_
             "system.geometry.pos_encoding_config.log2_hashmap_size=15", "system.optimizer.args.lr=0.01"]
 T2N_CFG = 7.5
 T2N_LONG_STEPS = 1000  # text-to-nerf-long: DreamSampler and SDS, one seed, 5x the steps
+GUIDED = "system.guidance.carry=guided"  # Alg. 2's carried noise (the text-to-NeRF config carries the unconditional one)
 
 
 def render_views(paths: List[Path], panel: int = 0) -> torch.Tensor:
@@ -618,12 +619,12 @@ def t2n_methods(s: Settings, names=None) -> Dict[str, tuple]:
     its variant's CFG 10); ``names`` picks some (LMC's k_psi is trained only when LMC is picked)."""
     cfg = f"system.guidance.guidance_scale={T2N_CFG}"
     table = {
-        "dreamsampler (shipped config)": lambda: ("dreamsampler-text-to-nerf", [cfg]),
+        "dreamsampler (shipped config: unconditional noise carried)": lambda: ("dreamsampler-text-to-nerf", [cfg]),
         "sds (-sds variant)": lambda: ("variants/text-to-nerf-sds", [cfg]),
         "lmc-sds (-lmc variant)": lambda: ("variants/text-to-nerf-lmc", [f"system.guidance.lmc_checkpoint={mini_corrective(s)}"]),
         "bridge (-bridge variant, y_src = null)": lambda: ("variants/text-to-nerf-bridge", [cfg, BRIDGE_NULL]),
-        "dreamsampler, noise per azimuth quarter": lambda: ("dreamsampler-text-to-nerf", [cfg, "system.guidance.camera_bins=4"]),
-        "dreamsampler, unconditional noise carried": lambda: ("dreamsampler-text-to-nerf", [cfg, "system.guidance.carry=unconditional"]),
+        "dreamsampler, guided noise carried (alg. 2)": lambda: ("dreamsampler-text-to-nerf", [cfg, GUIDED]),
+        "dreamsampler, guided, noise per azimuth quarter": lambda: ("dreamsampler-text-to-nerf", [cfg, GUIDED, "system.guidance.camera_bins=4"]),
     }
     return {name: table[name]() for name in (names or table)}
 
@@ -631,9 +632,9 @@ def t2n_methods(s: Settings, names=None) -> Dict[str, tuple]:
 def text_to_nerf(task: str, steps: int | None = None, seeds: int | None = None, val_every: int | None = None, names=None):
     """Text-to-NeRF (supp. sec. 5.3) on the mini model: the shipped config (DreamSampler), its ``-sds``, ``-lmc``
     (k_psi for the mini model, as in text-to-image) and ``-bridge`` (y_src the null prompt, ``BRIDGE_NULL``)
-    variants, DreamSampler with one carried-noise memory per azimuth quarter (``guidance.camera_bins=4``:
-    threestudio's view directions) instead of one, and carrying the unconditional prediction (Alg. 3 and 4)
-    instead of the guided one (Alg. 2); 4 prompts x ``seeds`` (default ``s.t2n_seeds``), ``steps``
+    variants, DreamSampler carrying the guided prediction (Alg. 2) instead of the shipped unconditional one (Alg. 3
+    and 4), and with it one carried-noise memory per azimuth quarter (``guidance.camera_bins=4``: threestudio's
+    view directions) instead of one; 4 prompts x ``seeds`` (default ``s.t2n_seeds``), ``steps``
     (default ``s.t2n_steps``). Scored on the 8 test views (the world's object reader), colour saturation against
     the world's objects, spread over seeds (per-pixel std of the test views across seeds; NaN for one seed), and
     the reader's accuracy on the 4 validation views against UNet evaluations (the curve: when does each method
@@ -697,7 +698,7 @@ TASKS: Dict[str, Callable] = {"inpaint": inpaint, "edit": edit, "restore-blur": 
                               "svg-blur": svg("svg-blur"), "svg-x8": svg("svg-x8"), "text-to-image": text_to_image,
                               "text-to-nerf": text_to_nerf("text-to-nerf"),
                               "text-to-nerf-long": text_to_nerf("text-to-nerf-long", steps=T2N_LONG_STEPS, seeds=1, val_every=100,
-                                                                names=["dreamsampler (shipped config)", "sds (-sds variant)"])}
+                                                                names=["dreamsampler, guided noise carried (alg. 2)", "sds (-sds variant)"])}
 QUICK_TASKS = ("restore-blur",)
 
 

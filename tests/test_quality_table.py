@@ -64,15 +64,17 @@ def test_render_panels_and_object_saturation(tmp_path):
 
 
 def test_text_to_nerf_methods_share_settings_and_train_k_psi_only_for_lmc(monkeypatch, tmp_path):
-    """The azimuth-quarter row is the shipped config plus camera_bins=4, the bridge row the -bridge variant with
+    """The guided row is the shipped config with Alg. 2's carry, the azimuth-quarter row that plus camera_bins=4, the bridge row the -bridge variant with
     the null source prompt; picking methods without LMC never trains its corrective."""
     monkeypatch.setattr(quality, "mini_corrective", lambda s: pytest.fail("k_psi trained for a run without LMC"))
     s = quality.Settings(out=tmp_path, scenes=1, nfe=10, quick=True)
-    names = ["dreamsampler (shipped config)", "dreamsampler, noise per azimuth quarter", "bridge (-bridge variant, y_src = null)"]
+    names = ["dreamsampler (shipped config: unconditional noise carried)", "dreamsampler, guided noise carried (alg. 2)",
+             "dreamsampler, guided, noise per azimuth quarter", "bridge (-bridge variant, y_src = null)"]
     m = quality.t2n_methods(s, names)
     assert list(m) == names
-    (config, shipped), (config_q, quarter), (config_b, bridge) = m.values()
-    assert config == config_q == "dreamsampler-text-to-nerf" and quarter == shipped + ["system.guidance.camera_bins=4"]
+    (config, shipped), (config_g, guided), (config_q, quarter), (config_b, bridge) = m.values()
+    assert config == config_g == config_q == "dreamsampler-text-to-nerf"
+    assert guided == shipped + ["system.guidance.carry=guided"] and quarter == guided + ["system.guidance.camera_bins=4"]
     assert config_b == "variants/text-to-nerf-bridge" and bridge == shipped + ["system.guidance.source_prompt=''"]
     with pytest.raises(pytest.fail.Exception, match="k_psi"):
         quality.t2n_methods(s)
