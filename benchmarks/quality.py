@@ -629,12 +629,13 @@ def t2n_methods(s: Settings, names=None) -> Dict[str, tuple]:
     return {name: table[name]() for name in (names or table)}
 
 
-def text_to_nerf(task: str, steps: int | None = None, seeds: int | None = None, val_every: int | None = None, names=None):
+def text_to_nerf(task: str, steps: int | None = None, seeds: int | None = None, val_every: int | None = None, names=None,
+                 first_seed: int = 0):
     """Text-to-NeRF (supp. sec. 5.3) on the mini model: the shipped config (DreamSampler), its ``-sds``, ``-lmc``
     (k_psi for the mini model, as in text-to-image) and ``-bridge`` (y_src the null prompt, ``BRIDGE_NULL``)
     variants, DreamSampler carrying the guided prediction (Alg. 2) instead of the shipped unconditional one (Alg. 3
     and 4), and with it one carried-noise memory per azimuth quarter (``guidance.camera_bins=4``: threestudio's
-    view directions) instead of one; 4 prompts x ``seeds`` (default ``s.t2n_seeds``), ``steps``
+    view directions) instead of one; 4 prompts x ``seeds`` (default ``s.t2n_seeds``, from ``first_seed``), ``steps``
     (default ``s.t2n_steps``). Scored on the 8 test views (the world's object reader), colour saturation against
     the world's objects, spread over seeds (per-pixel std of the test views across seeds; NaN for one seed), and
     the reader's accuracy on the 4 validation views against UNet evaluations (the curve: when does each method
@@ -647,7 +648,7 @@ def text_to_nerf(task: str, steps: int | None = None, seeds: int | None = None, 
         test_views: Dict[tuple, torch.Tensor] = {}
         for p, prompt in enumerate(T2N_PROMPTS):
             row = []
-            for seed in range(n_seeds):
+            for seed in range(first_seed, first_seed + n_seeds):
                 for name, (config, extra) in methods.items():
                     save = run(s, config, f"{task}/{slug(name)}/{p}-{seed}", [f"system.prompt_processor.prompt={prompt!r}",
                                f"seed={seed}", *T2N_SIZE, *extra], steps=n_steps, model_fields=NERF_MODEL_FIELDS,
@@ -659,12 +660,12 @@ def text_to_nerf(task: str, steps: int | None = None, seeds: int | None = None, 
                                 "saturation_vs_world": saturation(views, render_views(grids, 2)) / world_saturation(prompt.split()[1])})
                     curves[name].append([{"step": k, "unet_evals": 2 * k, **read_object_views(s, render_views(
                         sorted(save.glob(f"it{k}-[0-9].png"))), prompt)} for k in range(every, n_steps + 1, every)])
-                    if seed == 0:
+                    if seed == first_seed:
                         row.append(views[:1])
             figure.append(row)
         for r in out:  # per-pixel std across seeds of the same prompt's test views, mean over views and pixels
             p = int(r["scene"].split("-")[0])
-            seeds_views = torch.stack([test_views[r["method"], p, k] for k in range(n_seeds)])
+            seeds_views = torch.stack([test_views[r["method"], p, k] for k in range(first_seed, first_seed + n_seeds)])
             r["seed_spread"] = float(seeds_views.std(0).mean()) if n_seeds > 1 else float("nan")
         save_accuracy_curves(s.out / f"{task}-curves.png", curves)
         return out, figure, list(methods)
@@ -697,6 +698,9 @@ TASKS: Dict[str, Callable] = {"inpaint": inpaint, "edit": edit, "restore-blur": 
                               "restore-x4": restore("restore-x4"), "nerf-blur": nerf("nerf-blur"), "nerf-x4": nerf("nerf-x4"),
                               "svg-blur": svg("svg-blur"), "svg-x8": svg("svg-x8"), "text-to-image": text_to_image,
                               "text-to-nerf": text_to_nerf("text-to-nerf"),
+                              "text-to-nerf-heldout": text_to_nerf("text-to-nerf-heldout", first_seed=3, names=[
+                                  "dreamsampler (shipped config: unconditional noise carried)", "dreamsampler, guided noise carried (alg. 2)",
+                                  "sds (-sds variant)"]),
                               "text-to-nerf-long": text_to_nerf("text-to-nerf-long", steps=T2N_LONG_STEPS, seeds=1, val_every=100,
                                                                 names=["dreamsampler, guided noise carried (alg. 2)", "sds (-sds variant)"])}
 QUICK_TASKS = ("restore-blur",)
