@@ -521,32 +521,31 @@ def text_to_image(s: Settings):
     at s = 40 for the first 20% of the steps, then 25 (eps(y) - eps(y_src)), y_src the null prompt); attributes
     read back, spread over seeds."""
     out, figure, spreads = [], [], defaultdict(list)
-    methods = ["dreamsampler (identity generator = ddim)", "sds latent", "lmc-sds latent", "sds latent at lmc's cfg",
-               "bridge latent (y_src = null)"]
+    ddim = "dreamsampler (identity generator = ddim)"
     bridge = {"mode": "bridge", "source_prompt": "", "guidance_scale": BRIDGE_2D_CFG, "bridge_scale": BRIDGE_2D_SCALE,
               "bridge_start_step": s.t2i_steps // 5}
     lmc = {"mode": "lmc", "guidance_scale": LMC_CFG, "lmc_checkpoint": str(mini_corrective(s))}
+    latents = {  # name: (cache folder under runs/text-to-image, sds_latent's guidance overrides)
+        "sds latent": ("sds-latent", {}),
+        "lmc-sds latent": ("lmc-latent", lmc),
+        "sds latent at lmc's cfg": ("sds-latent-lmc-cfg", {"guidance_scale": LMC_CFG}),
+        "bridge latent (y_src = null)": ("bridge-latent", bridge),
+    }
+    methods = [ddim, *latents]
     for c, caption in enumerate(T2I_CAPTIONS):
         row, reads = [], defaultdict(list)
         for seed in range(s.t2i_seeds):
-            imgs = {
-                methods[0]: read_png(run(s, "dreamsampler-text-to-image", f"text-to-image/ddim/{c}-{seed}", [
-                    f"system.prompt={caption!r}", f"system.guidance_scale={T2I_CFG}", f"seed={seed}"], steps=s.t2i_nfe) / "result.png"),
-                methods[1]: cached_image(s.out / "runs" / "text-to-image" / "sds-latent" / f"{c}-{seed}.png",
-                                         lambda: sds_latent(caption, seed, s.t2i_steps)),
-                methods[2]: cached_image(s.out / "runs" / "text-to-image" / "lmc-latent" / f"{c}-{seed}.png",
-                                         lambda: sds_latent(caption, seed, s.t2i_steps, **lmc)),
-                methods[3]: cached_image(s.out / "runs" / "text-to-image" / "sds-latent-lmc-cfg" / f"{c}-{seed}.png",
-                                         lambda: sds_latent(caption, seed, s.t2i_steps, guidance_scale=LMC_CFG)),
-                methods[4]: cached_image(s.out / "runs" / "text-to-image" / "bridge-latent" / f"{c}-{seed}.png",
-                                         lambda: sds_latent(caption, seed, s.t2i_steps, **bridge)),
-            }
+            imgs = {ddim: read_png(run(s, "dreamsampler-text-to-image", f"text-to-image/ddim/{c}-{seed}", [
+                f"system.prompt={caption!r}", f"system.guidance_scale={T2I_CFG}", f"seed={seed}"], steps=s.t2i_nfe) / "result.png")}
+            for name, (folder, overrides) in latents.items():
+                imgs[name] = cached_image(s.out / "runs" / "text-to-image" / folder / f"{c}-{seed}.png",
+                                          lambda: sds_latent(caption, seed, s.t2i_steps, **overrides))
             colour, shape = caption.split()[1:]
             for name, img in imgs.items():
                 read = s.reader(img, "icon")[0]
                 ok = read["count"] == 1
                 out.append({"method": name, "scene": f"{c}-{seed}", "prompt": caption,
-                            "unet_evals": 2 * (s.t2i_nfe if name == methods[0] else s.t2i_steps),
+                            "unet_evals": 2 * (s.t2i_nfe if name == ddim else s.t2i_steps),
                             "colour_ok": ok and read["colours"][0] == colour, "shape_ok": ok and read["shapes"][0] == shape})
                 if ok:
                     reads[name].append((*read["positions"][0], read["sizes"][0]))

@@ -64,8 +64,9 @@ def test_render_panels_and_object_saturation(tmp_path):
 
 
 def test_text_to_nerf_methods_share_settings_and_train_k_psi_only_for_lmc(monkeypatch, tmp_path):
-    """The guided row is the shipped config with Alg. 2's carry, the azimuth-quarter row that plus camera_bins=4, the bridge row the -bridge variant with
-    the null source prompt; picking methods without LMC never trains its corrective."""
+    """The guided row is the shipped config with Alg. 2's carry, the azimuth-quarter row that plus camera_bins=4,
+    the bridge row the -bridge variant with the null source prompt; picking methods without LMC never trains
+    its corrective."""
     monkeypatch.setattr(quality, "mini_corrective", lambda s: pytest.fail("k_psi trained for a run without LMC"))
     s = quality.Settings(out=tmp_path, scenes=1, nfe=10, quick=True)
     names = ["dreamsampler (shipped config: unconditional noise carried)", "dreamsampler, guided noise carried (alg. 2)",
