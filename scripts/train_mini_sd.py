@@ -4,7 +4,11 @@ Two phases on a fixed pool of the first ``--pool`` training images of ``dreamsam
 AutoencoderKL (64x64 RGB <-> 4 x 16 x 16 latent), then the UNet2DConditionModel together with a small
 CLIPTextModel (word-level tokenizer: one token per grammar word, bytes for anything else) on the
 frozen VAE's latents, epsilon prediction under SD's scaled-linear schedule, captions dropped to ""
-10% of the time for classifier-free guidance, EMA weights saved. The result is a diffusers folder
+10% of the time for classifier-free guidance, EMA weights saved. Two knobs of the UNet phase:
+``--icon-fraction`` draws that share of every batch from the pool's icons (the rest from its objects;
+default: the world's own mix), and ``--snr-gamma`` weights the loss by Min-SNR-gamma (Hang et al.,
+"Efficient Diffusion Training via Min-SNR Weighting Strategy", ICCV 2023: min(SNR_t, gamma) / SNR_t
+for epsilon prediction, as diffusers' text-to-image example's ``--snr_gamma``). The result is a diffusers folder
 written with ``save_pretrained`` (safetensors) plus a model card.
 
 Resumable: a checkpoint goes to ``<work>/checkpoint.pt`` every ``--ckpt-minutes``; ``--resume`` picks
@@ -29,6 +33,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting threads slow
 
 import torch
 import torch.nn.functional as F
+from diffusers.training_utils import compute_snr
 from tqdm import tqdm
 
 from dreamsampler.metrics import psnr
@@ -57,6 +62,8 @@ def parse_args(argv=None):
     p.add_argument("--unet-steps", type=int, default=20000)
     p.add_argument("--unet-batch", type=int, default=64)
     p.add_argument("--unet-lr", type=float, default=5e-4)
+    p.add_argument("--icon-fraction", type=float, default=None, help="share of icons in a UNet batch (default: the pool's)")
+    p.add_argument("--snr-gamma", type=float, default=None, help="Min-SNR-gamma loss weighting (default: plain MSE)")
     p.add_argument("--unet-channels", default="64,128,128")
     p.add_argument("--unet-attn", default="0,1,1", help="1 where a UNet level has cross-attention")
     p.add_argument("--layers-per-block", type=int, default=1)
@@ -71,6 +78,8 @@ def parse_args(argv=None):
         args.vae_steps = args.unet_steps = args.max_steps
         args.vae_channels, args.unet_channels, args.unet_attn, args.text_width = "8,16,16", "16,32", "0,1", 32
         args.vae_batch = args.unet_batch = 8
+    if args.icon_fraction is not None and not 0.0 <= args.icon_fraction <= 1.0:
+        p.error(f"--icon-fraction must lie in [0, 1], got {args.icon_fraction}")
     if args.max_steps is not None:
         args.vae_steps, args.unet_steps = min(args.vae_steps, args.max_steps), min(args.unet_steps, args.max_steps)
     return args
@@ -140,20 +149,35 @@ def n_params(m) -> int:
 
 
 def load_pool(work: Path, n: int, split: str = "train"):
-    """The first ``n`` images of ``split`` as uint8 [n,3,64,64] and their captions (cached in ``work``)."""
+    """The first ``n`` images of ``split`` as uint8 [n,3,64,64], their captions and a bool [n] mask of
+    the icons (cached in ``work``)."""
     cache = work / f"pool-{split}-{n}.pt"
     if cache.exists():
         d = torch.load(cache)
-        return d["images"], d["captions"]
-    images, captions = [], []
+        return d["images"], d["captions"], d["is_icon"]
+    images, captions, is_icon = [], [], []
     ds = WorldDataset(split, batch_size=250 if n >= 250 else n)
     for k in tqdm(range((n + ds.batch_size - 1) // ds.batch_size), desc=f"world {split} pool", mininterval=30):
-        x, c, _ = ds.batch(k)
+        x, c, attrs = ds.batch(k)
         images.append((x * 255).round().to(torch.uint8))
         captions += c
-    images = torch.cat(images)[:n]
-    torch.save({"images": images, "captions": captions[:n]}, cache)
-    return images, captions[:n]
+        is_icon += [a.domain == "icon" for a in attrs]
+    d = {"images": torch.cat(images)[:n], "captions": captions[:n], "is_icon": torch.tensor(is_icon[:n])}
+    torch.save(d, cache)
+    return d["images"], d["captions"], d["is_icon"]
+
+
+def batch_indices(is_icon: torch.Tensor, batch: int, icon_fraction, g: torch.Generator) -> torch.Tensor:
+    """``batch`` pool indices drawn with replacement: uniformly, or ``round(icon_fraction * batch)``
+    of them among the icons and the rest among the objects."""
+    if icon_fraction is None:
+        return torch.randint(len(is_icon), (batch,), generator=g)
+    n_icon = round(icon_fraction * batch)
+    groups = (torch.nonzero(is_icon).flatten(), torch.nonzero(~is_icon).flatten())
+    for grp, k in zip(groups, (n_icon, batch - n_icon)):
+        if k and not len(grp):
+            raise ValueError(f"--icon-fraction {icon_fraction} needs {'icons' if grp is groups[0] else 'objects'} in the pool")
+    return torch.cat([grp[torch.randint(len(grp), (k,), generator=g)] for grp, k in zip(groups, (n_icon, batch - n_icon)) if k])
 
 
 def to_model(x_uint8):
@@ -209,19 +233,23 @@ def encode_pool(vae, images_uint8):
     return torch.cat(means), torch.cat(stds)
 
 
-def unet_loss(unet, text_encoder, sched, z0, ids, g):
+def unet_loss(unet, text_encoder, sched, z0, ids, g, snr_gamma=None):
+    """Epsilon-prediction MSE; with ``snr_gamma``, each sample weighted by min(SNR_t, gamma) / SNR_t."""
     noise = torch.randn(z0.shape, generator=g).to(z0.device)
     t = torch.randint(0, sched.config.num_train_timesteps, (len(z0),), generator=g).to(z0.device)
     zt = sched.add_noise(z0, noise, t)
     cond = text_encoder(ids)[0]
-    return F.mse_loss(unet(zt, t, encoder_hidden_states=cond).sample, noise)
+    err = (unet(zt, t, encoder_hidden_states=cond).sample - noise).pow(2).flatten(1).mean(1)
+    if snr_gamma is None:
+        return err.mean()
+    snr = compute_snr(sched, t)
+    return (err * snr.clamp(max=snr_gamma) / snr).mean()
 
 
 def ema_update(ema_modules, modules, decay):
     with torch.no_grad():
         for em, m in zip(ema_modules, modules):
-            for pe, p in zip(em.parameters(), m.parameters()):
-                pe.lerp_(p, 1 - decay)
+            torch._foreach_lerp_(list(em.parameters()), list(m.parameters()), 1 - decay)
 
 
 class Trainer:
@@ -281,8 +309,8 @@ class Trainer:
         a = self.args
         t_start, c_start, last_ckpt = time.time(), time.process_time(), time.time()
         wall0, cpu0 = self.state["wall_s"], self.state["cpu_s"]
-        pool, captions = load_pool(self.work, a.pool)
-        held_out, held_caps = load_pool(self.work, a.eval_images, "eval")
+        pool, captions, is_icon = load_pool(self.work, a.pool)
+        held_out, held_caps, _ = load_pool(self.work, a.eval_images, "eval")
         total = a.vae_steps + a.unet_steps
         bar = tqdm(total=total, initial=self.state["step"] + (a.vae_steps if self.state["phase"] == 1 else 0),
                    mininterval=30 if not sys.stderr.isatty() else 0.5, desc="mini-sd")
@@ -343,12 +371,12 @@ class Trainer:
             g = step_generator(a.seed, 1, s)
             for group in self.opt.param_groups:
                 group["lr"] = lr_at(s, a.unet_steps, a.unet_lr)
-            idx = torch.randint(len(pool), (a.unet_batch,), generator=g)
+            idx = batch_indices(is_icon, a.unet_batch, a.icon_fraction, g)
             z0 = (means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=g)) * sf
             drop = torch.rand(len(idx), generator=g) < CAPTION_DROPOUT
             batch_ids = torch.where(drop[:, None], empty, ids[idx]).to(self.device)
             z0 = z0.to(self.device)
-            loss = unet_loss(self.unet, self.text_encoder, self.sched, z0, batch_ids, g)
+            loss = unet_loss(self.unet, self.text_encoder, self.sched, z0, batch_ids, g, a.snr_gamma)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(list(self.unet.parameters()) + list(self.text_encoder.parameters()), 1.0)
@@ -400,6 +428,9 @@ QUALITY_MARK = "<!-- measured-quality -->"
 
 def model_card(s) -> str:
     a, p = s["args"], s["params"]
+    snr = f" weighted by Min-SNR-{a['snr_gamma']:g} (min(SNR, {a['snr_gamma']:g}) / SNR)" if a.get("snr_gamma") else ""
+    mix = (f"{a['icon_fraction']:.0%} of every UNet batch icons, the rest objects" if a.get("icon_fraction") is not None
+           else "batches drawn uniformly from the pool (about half icons)")
     return f"""---
 library_name: diffusers
 tags: [stable-diffusion, toy, procedural]
@@ -435,8 +466,8 @@ the training split (seeds 0..{a['pool'] - 1}); all evaluation uses the held-out 
 
 Seed {a['seed']}. VAE: {a['vae_steps']} steps, batch {a['vae_batch']}, AdamW lr {a['vae_lr']} (warmup, cosine),
 MSE + {a['kl_weight']} KL. UNet + text encoder (jointly, VAE frozen): {a['unet_steps']} steps, batch {a['unet_batch']},
-AdamW lr {a['unet_lr']} (warmup, cosine), epsilon MSE, 10% of captions dropped to "" for classifier-free
-guidance, EMA {a['ema']} (the saved weights). Wall time {s['wall_s'] / 60:.1f} min on {s['device']} ({s['torch_threads']} torch threads, {s['cpu_s'] / 60:.1f} CPU-minutes; the
+AdamW lr {a['unet_lr']} (warmup, cosine), epsilon MSE{snr}, 10% of captions dropped to "" for classifier-free
+guidance, EMA {a['ema']} (the saved weights); {mix}. Wall time {s['wall_s'] / 60:.1f} min on {s['device']} ({s['torch_threads']} torch threads, {s['cpu_s'] / 60:.1f} CPU-minutes; the
 wall time includes whatever else shared the machine).
 Held-out VAE round-trip PSNR {s['vae_psnr']:.2f} dB; held-out denoising loss {s['unet_val_start']:.4f} -> {s['unet_val_end']:.4f}
 (EMA weights {s['unet_val_end_ema']:.4f}).
