@@ -22,6 +22,7 @@ checkpoint is a safetensors file that ``dreamsampler.lmc.load_corrective`` rebui
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
@@ -191,13 +192,14 @@ def main(argv=None) -> Path:
             "batch_size": args.batch_size, "seed": args.seed}
     g = torch.Generator().manual_seed(args.seed)
     batches = random_batches(latents, args.batch_size, crop, (args.t_min, args.t_max), g)
-    bar = tqdm(total=args.steps, desc="k_psi", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=args.steps, desc="k_psi", unit="step", dynamic_ncols=True,
+               mininterval=0.5 if sys.stderr.isatty() else 30)  # a quiet log when redirected
     state = {"avg": None}
 
     def progress(step: int, loss: float) -> None:
         state["avg"] = loss if state["avg"] is None else 0.95 * state["avg"] + 0.05 * loss
         bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}", avg=f"{state['avg']:.4f}")
+        bar.set_postfix(loss=f"{loss:.4f}", avg=f"{state['avg']:.4f}", refresh=False)
         if args.save_every and (step + 1) % args.save_every == 0 and step + 1 < args.steps:
             save_corrective(k, args.out, dict(info, steps=step + 1))
 

@@ -315,12 +315,12 @@ class Trainer:
         bar = tqdm(total=total, initial=self.state["step"] + (a.vae_steps if self.state["phase"] == 1 else 0),
                    mininterval=30 if not sys.stderr.isatty() else 0.5, desc="mini-sd")
 
-        def tick(loss, extra=None):
+        def tick(loss):
             self.state["step"] += 1
             self.state["wall_s"] = wall0 + time.time() - t_start
             self.state["cpu_s"] = cpu0 + time.process_time() - c_start
             bar.update(1)
-            bar.set_postfix(phase=("vae", "unet")[self.state["phase"]], loss=f"{loss:.4f}", **(extra or {}))
+            bar.set_postfix(phase=("vae", "unet")[self.state["phase"]], loss=f"{loss:.4f}", refresh=False)
             if self.state["step"] % 50 == 0:
                 self.state["history"].append((self.state["phase"], self.state["step"], loss))
             nonlocal last_ckpt
