@@ -131,3 +131,21 @@ def test_min_snr_weighting_matches_the_papers_weights():
     plain = T.unet_loss(unet, text, sched, z0, ids, torch.Generator().manual_seed(3))
     assert torch.allclose(plain, err.mean(), rtol=1e-6)
     assert torch.allclose(T.unet_loss(unet, text, sched, z0, ids, torch.Generator().manual_seed(3), snr_gamma=1e9), plain)
+
+
+@needs_model
+def test_evaluator_script_quick_run_and_guidance_sweep(tmp_path):
+    """scripts/eval_mini_sd.py end to end on the committed folder (a few samples and steps): the
+    measurement and the guidance sweep write their JSON with rates in [0, 1]."""
+    script = str(REPO / "scripts/eval_mini_sd.py")
+    subprocess.run([sys.executable, script, "--quick", "--out", str(tmp_path / "e")], check=True, capture_output=True, timeout=600)
+    r = json.loads((tmp_path / "e" / "eval.json").read_text())
+    assert r["psnr"]["icon"] > 25 and set(r["fidelity"]) == {"icon", "object"}
+    assert all(0 <= r["fidelity"][d][k] <= 1 for d in r["fidelity"] for k in ("colour", "shape", "count"))
+    assert (tmp_path / "e" / "samples.png").exists() and not (MODEL / "README.md").read_text().count("Not measured yet")
+    subprocess.run([sys.executable, script, "--quick", "--sweep", "2,4", "--out", str(tmp_path / "s")], check=True,
+                   capture_output=True, timeout=600)
+    rows = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    assert [row["cfg"] for row in rows] == [2.0, 4.0]
+    assert all(0 <= row[k] <= 1 for row in rows for k in ("icon_shape", "object_colour"))
+    assert all(row["spread_x"] > 0 for row in rows)
