@@ -5,8 +5,8 @@ AutoencoderKL (64x64 RGB <-> 4 x 16 x 16 latent), then the UNet2DConditionModel 
 CLIPTextModel (word-level tokenizer: one token per grammar word, bytes for anything else) on the
 frozen VAE's latents, epsilon prediction under SD's scaled-linear schedule, captions dropped to ""
 10% of the time for classifier-free guidance, EMA weights saved. Two knobs of the UNet phase:
-``--icon-fraction`` draws that share of every batch from the pool's icons (the rest from its objects;
-default: the world's own mix), and ``--snr-gamma`` weights the loss by Min-SNR-gamma (Hang et al.,
+``--icon-fraction`` draws that share of every batch from the pool's icons (the rest from its objects),
+and ``--snr-gamma`` weights the loss by Min-SNR-gamma (Hang et al.,
 "Efficient Diffusion Training via Min-SNR Weighting Strategy", ICCV 2023: min(SNR_t, gamma) / SNR_t
 for epsilon prediction, as diffusers' text-to-image example's ``--snr_gamma``). The result is a diffusers folder
 written with ``save_pretrained`` (safetensors) plus a model card.
@@ -54,17 +54,17 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pool", type=int, default=30000, help="training images (the first N of the train split)")
     p.add_argument("--eval-images", type=int, default=256, help="held-out images for PSNR and validation loss")
-    p.add_argument("--vae-steps", type=int, default=6000)
+    p.add_argument("--vae-steps", type=int, default=2000)
     p.add_argument("--vae-batch", type=int, default=32)
     p.add_argument("--vae-lr", type=float, default=1e-3)
-    p.add_argument("--vae-channels", default="32,64,64", help="encoder/decoder widths; n levels -> /2^(n-1)")
+    p.add_argument("--vae-channels", default="16,32,64", help="encoder/decoder widths; n levels -> /2^(n-1)")
     p.add_argument("--kl-weight", type=float, default=1e-6)
-    p.add_argument("--unet-steps", type=int, default=20000)
+    p.add_argument("--unet-steps", type=int, default=11000)
     p.add_argument("--unet-batch", type=int, default=64)
     p.add_argument("--unet-lr", type=float, default=5e-4)
-    p.add_argument("--icon-fraction", type=float, default=None, help="share of icons in a UNet batch (default: the pool's)")
-    p.add_argument("--snr-gamma", type=float, default=None, help="Min-SNR-gamma loss weighting (default: plain MSE)")
-    p.add_argument("--unet-channels", default="64,128,128")
+    p.add_argument("--icon-fraction", type=float, default=0.75, help="share of icons in a UNet batch (0.5: the world's mix)")
+    p.add_argument("--snr-gamma", type=float, default=5.0, help="Min-SNR-gamma loss weighting (0: plain MSE)")
+    p.add_argument("--unet-channels", default="32,64,96")
     p.add_argument("--unet-attn", default="0,1,1", help="1 where a UNet level has cross-attention")
     p.add_argument("--layers-per-block", type=int, default=1)
     p.add_argument("--text-width", type=int, default=64)
@@ -78,7 +78,7 @@ def parse_args(argv=None):
         args.vae_steps = args.unet_steps = args.max_steps
         args.vae_channels, args.unet_channels, args.unet_attn, args.text_width = "8,16,16", "16,32", "0,1", 32
         args.vae_batch = args.unet_batch = 8
-    if args.icon_fraction is not None and not 0.0 <= args.icon_fraction <= 1.0:
+    if not 0.0 <= args.icon_fraction <= 1.0:
         p.error(f"--icon-fraction must lie in [0, 1], got {args.icon_fraction}")
     if args.max_steps is not None:
         args.vae_steps, args.unet_steps = min(args.vae_steps, args.max_steps), min(args.unet_steps, args.max_steps)
@@ -167,11 +167,9 @@ def load_pool(work: Path, n: int, split: str = "train"):
     return d["images"], d["captions"], d["is_icon"]
 
 
-def batch_indices(is_icon: torch.Tensor, batch: int, icon_fraction, g: torch.Generator) -> torch.Tensor:
-    """``batch`` pool indices drawn with replacement: uniformly, or ``round(icon_fraction * batch)``
-    of them among the icons and the rest among the objects."""
-    if icon_fraction is None:
-        return torch.randint(len(is_icon), (batch,), generator=g)
+def batch_indices(is_icon: torch.Tensor, batch: int, icon_fraction: float, g: torch.Generator) -> torch.Tensor:
+    """``batch`` pool indices drawn with replacement: ``round(icon_fraction * batch)`` among the icons,
+    the rest among the objects."""
     n_icon = round(icon_fraction * batch)
     groups = (torch.nonzero(is_icon).flatten(), torch.nonzero(~is_icon).flatten())
     for grp, k in zip(groups, (n_icon, batch - n_icon)):
@@ -233,14 +231,14 @@ def encode_pool(vae, images_uint8):
     return torch.cat(means), torch.cat(stds)
 
 
-def unet_loss(unet, text_encoder, sched, z0, ids, g, snr_gamma=None):
-    """Epsilon-prediction MSE; with ``snr_gamma``, each sample weighted by min(SNR_t, gamma) / SNR_t."""
+def unet_loss(unet, text_encoder, sched, z0, ids, g, snr_gamma=0.0):
+    """Epsilon-prediction MSE; with ``snr_gamma`` > 0, each sample weighted by min(SNR_t, gamma) / SNR_t."""
     noise = torch.randn(z0.shape, generator=g).to(z0.device)
     t = torch.randint(0, sched.config.num_train_timesteps, (len(z0),), generator=g).to(z0.device)
     zt = sched.add_noise(z0, noise, t)
     cond = text_encoder(ids)[0]
     err = (unet(zt, t, encoder_hidden_states=cond).sample - noise).pow(2).flatten(1).mean(1)
-    if snr_gamma is None:
+    if not snr_gamma:
         return err.mean()
     snr = compute_snr(sched, t)
     return (err * snr.clamp(max=snr_gamma) / snr).mean()
@@ -426,11 +424,17 @@ class Trainer:
 QUALITY_MARK = "<!-- measured-quality -->"
 
 
+def command_flags(a: dict) -> str:
+    """The recipe flags of a run, as its command line spells them."""
+    keys = ("seed", "pool", "vae_channels", "vae_steps", "unet_channels", "unet_attn", "unet_steps", "icon_fraction",
+            "snr_gamma", "threads")
+    return " ".join(f"--{k.replace('_', '-')} {a[k]}" for k in keys if a[k] is not None)
+
+
 def model_card(s) -> str:
     a, p = s["args"], s["params"]
-    snr = f" weighted by Min-SNR-{a['snr_gamma']:g} (min(SNR, {a['snr_gamma']:g}) / SNR)" if a.get("snr_gamma") else ""
-    mix = (f"{a['icon_fraction']:.0%} of every UNet batch icons, the rest objects" if a.get("icon_fraction") is not None
-           else "batches drawn uniformly from the pool (about half icons)")
+    snr = f" weighted by Min-SNR-{a['snr_gamma']:g} (min(SNR, {a['snr_gamma']:g}) / SNR)" if a["snr_gamma"] else ""
+    mix = f"{a['icon_fraction']:.0%} of every UNet batch icons, the rest objects"
     return f"""---
 library_name: diffusers
 tags: [stable-diffusion, toy, procedural]
@@ -469,6 +473,7 @@ MSE + {a['kl_weight']} KL. UNet + text encoder (jointly, VAE frozen): {a['unet_s
 AdamW lr {a['unet_lr']} (warmup, cosine), epsilon MSE{snr}, 10% of captions dropped to "" for classifier-free
 guidance, EMA {a['ema']} (the saved weights); {mix}. Wall time {s['wall_s'] / 60:.1f} min on {s['device']} ({s['torch_threads']} torch threads, {s['cpu_s'] / 60:.1f} CPU-minutes; the
 wall time includes whatever else shared the machine).
+Command: `python scripts/train_mini_sd.py --out <dir> --work <work> {command_flags(a)}`.
 Held-out VAE round-trip PSNR {s['vae_psnr']:.2f} dB; held-out denoising loss {s['unet_val_start']:.4f} -> {s['unet_val_end']:.4f}
 (EMA weights {s['unet_val_end_ema']:.4f}).
 
