@@ -139,7 +139,7 @@ def test_evaluator_script_quick_run_and_guidance_sweep(tmp_path):
     script = str(REPO / "scripts/eval_mini_sd.py")
     subprocess.run([sys.executable, script, "--quick", "--out", str(tmp_path / "e")], check=True, capture_output=True, timeout=600)
     r = json.loads((tmp_path / "e" / "eval.json").read_text())
-    assert r["psnr"]["icon"] > 25 and set(r["fidelity"]) == {"icon", "object"}
+    assert r["psnr"]["icon"] > 25 and set(r["fidelity"]) == {"icon", "object"} and 0.5 <= r["vae_icon_shape"] <= 1
     assert all(0 <= r["fidelity"][d][k] <= 1 for d in r["fidelity"] for k in ("colour", "shape", "count"))
     assert (tmp_path / "e" / "samples.png").exists() and not (MODEL / "README.md").read_text().count("Not measured yet")
     subprocess.run([sys.executable, script, "--quick", "--sweep", "2,4", "--out", str(tmp_path / "s")], check=True,
