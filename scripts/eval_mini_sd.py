@@ -169,13 +169,13 @@ def main(argv=None):
         args.steps, args.samples, args.diversity_samples, args.psnr_images, args.no_card = 5, 2, 4, 8, True
     if args.threads:
         torch.set_num_threads(args.threads)
-    from diffusers import AutoencoderKL, StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline
 
     t0 = time.time()
     model = Path(args.model)
     pipe = StableDiffusionPipeline.from_pretrained(str(model), safety_checker=None)
     pipe.set_progress_bar_config(disable=True)
-    vae = AutoencoderKL.from_pretrained(str(model), subfolder="vae")
+    vae = pipe.vae
     reader = Reader()
     if args.sweep:
         return sweep(pipe, reader, args)

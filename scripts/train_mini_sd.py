@@ -167,15 +167,21 @@ def load_pool(work: Path, n: int, split: str = "train"):
     return d["images"], d["captions"], d["is_icon"]
 
 
-def batch_indices(is_icon: torch.Tensor, batch: int, icon_fraction: float, g: torch.Generator) -> torch.Tensor:
-    """``batch`` pool indices drawn with replacement: ``round(icon_fraction * batch)`` among the icons,
-    the rest among the objects."""
-    n_icon = round(icon_fraction * batch)
-    groups = (torch.nonzero(is_icon).flatten(), torch.nonzero(~is_icon).flatten())
-    for grp, k in zip(groups, (n_icon, batch - n_icon)):
-        if k and not len(grp):
-            raise ValueError(f"--icon-fraction {icon_fraction} needs {'icons' if grp is groups[0] else 'objects'} in the pool")
-    return torch.cat([grp[torch.randint(len(grp), (k,), generator=g)] for grp, k in zip(groups, (n_icon, batch - n_icon)) if k])
+class DomainSampler:
+    """Pool indices drawn with replacement, ``round(icon_fraction * batch)`` of a batch among the icons
+    and the rest among the objects (the index lists built once, the fraction checked once)."""
+
+    def __init__(self, is_icon: torch.Tensor, batch: int, icon_fraction: float):
+        n_icon, self.draws = round(icon_fraction * batch), []
+        for mask, k, name in ((is_icon, n_icon, "icons"), (~is_icon, batch - n_icon, "objects")):
+            indices = torch.nonzero(mask).flatten()
+            if k and not len(indices):
+                raise ValueError(f"--icon-fraction {icon_fraction} needs {name} in the pool")
+            if k:
+                self.draws.append((indices, k))
+
+    def __call__(self, g: torch.Generator) -> torch.Tensor:
+        return torch.cat([indices[torch.randint(len(indices), (k,), generator=g)] for indices, k in self.draws])
 
 
 def to_model(x_uint8):
@@ -308,6 +314,7 @@ class Trainer:
         t_start, c_start, last_ckpt = time.time(), time.process_time(), time.time()
         wall0, cpu0 = self.state["wall_s"], self.state["cpu_s"]
         pool, captions, is_icon = load_pool(self.work, a.pool)
+        draw = DomainSampler(is_icon, a.unet_batch, a.icon_fraction)
         held_out, held_caps, _ = load_pool(self.work, a.eval_images, "eval")
         total = a.vae_steps + a.unet_steps
         bar = tqdm(total=total, initial=self.state["step"] + (a.vae_steps if self.state["phase"] == 1 else 0),
@@ -369,7 +376,7 @@ class Trainer:
             g = step_generator(a.seed, 1, s)
             for group in self.opt.param_groups:
                 group["lr"] = lr_at(s, a.unet_steps, a.unet_lr)
-            idx = batch_indices(is_icon, a.unet_batch, a.icon_fraction, g)
+            idx = draw(g)
             z0 = (means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=g)) * sf
             drop = torch.rand(len(idx), generator=g) < CAPTION_DROPOUT
             batch_ids = torch.where(drop[:, None], empty, ids[idx]).to(self.device)

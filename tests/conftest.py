@@ -43,6 +43,19 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
+def load_script():
+    """``load_script("train_lmc")``: one of ``scripts/*.py`` imported as a module (scripts are not a package)."""
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def tiny_sd(tmp_path_factory):
     """Path of the tiny random Stable-Diffusion pipeline (built once per test session)."""
     from dreamsampler.testing.tiny_pipeline import build_tiny_pipeline

@@ -1,9 +1,7 @@
 """LMC-SDS (seed 003): the gradient against SDS's own decomposition, the trainer, the checkpoint."""
-import importlib.util
 import itertools
 import math
 import pickle
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +13,6 @@ from dreamsampler.diffusion import process
 from dreamsampler.distill import lmc
 from dreamsampler.testing.tiny_pipeline import SCHEDULER_CONFIG
 
-REPO = Path(__file__).resolve().parents[1]
 
 ALPHAS = DDIMScheduler(**SCHEDULER_CONFIG).alphas_cumprod.double()
 
@@ -23,12 +20,6 @@ ALPHAS = DDIMScheduler(**SCHEDULER_CONFIG).alphas_cumprod.double()
 def identity(z, t):
     return z
 
-
-def load_train_script():
-    spec = importlib.util.spec_from_file_location("train_lmc", REPO / "scripts" / "train_lmc.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def noised_batch(seed=0, shape=(3, 4, 8, 8)):
@@ -121,9 +112,9 @@ def test_corrective_unet_shapes_and_timestep_input():
         lmc.CorrectiveUNet(depth=0)
 
 
-def test_trainer_lowers_its_loss_on_a_fixed_batch(tiny_sd):
+def test_trainer_lowers_its_loss_on_a_fixed_batch(tiny_sd, load_script):
     """The script's pieces (images, VAE, the UNet's eps_u) and the core trainer on one fixed batch."""
-    script = load_train_script()
+    script = load_script("train_lmc")
     vae, unet, null, alphas, prediction_type = script.load_model(tiny_sd, "cpu", torch.float32)
     assert prediction_type == "epsilon"
     latents = script.encode(vae, script.load_images(None, 64), "cpu", torch.float32)
@@ -144,7 +135,7 @@ def test_trainer_lowers_its_loss_on_a_fixed_batch(tiny_sd):
         assert float(lmc.corrective_loss(k, z0, t, x_hat)) == pytest.approx(losses[-1], rel=0.5)
 
 
-def test_train_script_end_to_end_and_checkpoint_metadata(tiny_sd, tmp_path):
+def test_train_script_end_to_end_and_checkpoint_metadata(tiny_sd, tmp_path, load_script):
     import skimage.data
     from PIL import Image
 
@@ -153,7 +144,7 @@ def test_train_script_end_to_end_and_checkpoint_metadata(tiny_sd, tmp_path):
     Image.fromarray(skimage.data.chelsea()).save(folder / "cat.PNG")
     Image.fromarray(skimage.data.coffee()).save(folder / "coffee.jpg")
     (folder / "notes.txt").write_text("not an image")
-    out = load_train_script().main([
+    out = load_script("train_lmc").main([
         "--model", tiny_sd, "--images", str(folder), "--steps", "3", "--resolution", "64",
         "--batch-size", "2", "--base-channels", "4", "--depth", "2", "--out", str(tmp_path / "k.safetensors"),
     ])
@@ -163,13 +154,13 @@ def test_train_script_end_to_end_and_checkpoint_metadata(tiny_sd, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="no PNG or JPEG"):
-        load_train_script().main(["--model", tiny_sd, "--images", str(empty), "--out", str(tmp_path / "x")])
+        load_script("train_lmc").main(["--model", tiny_sd, "--images", str(empty), "--out", str(tmp_path / "x")])
 
 
-def test_train_script_on_a_pixel_space_model_and_world_images(tiny_if, tmp_path):
+def test_train_script_on_a_pixel_space_model_and_world_images(tiny_if, tmp_path, load_script):
     """DeepFloyd IF (the tiny IF-shaped pipeline): k_psi works on 3-channel pixels, the null prompt is T5's,
     the UNet's learned variance is dropped; --world takes the procedural world's training images."""
-    script = load_train_script()
+    script = load_script("train_lmc")
     vae, unet, null, alphas, prediction_type = script.load_model(tiny_if, "cpu", torch.float32)
     assert vae is None and null.shape == (1, 77, 32) and prediction_type == "epsilon"
     images = script.world_images(3)

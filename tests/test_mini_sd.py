@@ -84,35 +84,26 @@ def test_trainer_quick_run_learns_and_saves_a_loadable_folder(tmp_path):
     assert json.loads((work / "summary.json").read_text())["unet_val_end"] == s["unet_val_end"]
 
 
-def _trainer_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("train_mini_sd", REPO / "scripts" / "train_mini_sd.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_icon_fraction_sets_the_share_of_icons_in_every_batch():
-    T = _trainer_module()
+def test_icon_fraction_sets_the_share_of_icons_in_every_batch(load_script):
+    T = load_script("train_mini_sd")
     is_icon = torch.arange(1000) % 3 == 0  # a third of the pool
     for step in range(5):
-        idx = T.batch_indices(is_icon, 64, 0.75, torch.Generator().manual_seed(step))
+        idx = T.DomainSampler(is_icon, 64, 0.75)(torch.Generator().manual_seed(step))
         assert len(idx) == 64 and int(is_icon[idx].sum()) == 48
     assert T.parse_args(["--out", "o", "--work", "w"]).icon_fraction == 0.75  # the shipped recipe
-    assert bool(is_icon[T.batch_indices(is_icon, 8, 1.0, torch.Generator())].all())
+    assert bool(is_icon[T.DomainSampler(is_icon, 8, 1.0)(torch.Generator())].all())
     with pytest.raises(ValueError, match="objects"):
-        T.batch_indices(torch.ones(10, dtype=torch.bool), 8, 0.5, torch.Generator())
+        T.DomainSampler(torch.ones(10, dtype=torch.bool), 8, 0.5)
     with pytest.raises(SystemExit):
         T.parse_args(["--out", "o", "--work", "w", "--icon-fraction", "1.5"])
 
 
-def test_min_snr_weighting_matches_the_papers_weights():
+def test_min_snr_weighting_matches_the_papers_weights(load_script):
     """Min-SNR-gamma for epsilon prediction: sample weight min(SNR, gamma) / SNR with SNR = abar / (1 - abar)
     (Hang et al. 2023, eq. 8 and Table 1), checked with a stand-in UNet whose error is known per sample."""
     from diffusers import DDPMScheduler
 
-    T = _trainer_module()
+    T = load_script("train_mini_sd")
     sched = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000)
     out = torch.randn(256, 4, 4, 4)
     unet = lambda zt, t, encoder_hidden_states: type("O", (), {"sample": out})()
