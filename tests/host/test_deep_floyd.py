@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from ..conftest import threestudio_root
-from ..test_lmc import load_train_script
 from .runner import assert_finite_losses, assert_sane_image, run_config
 from .test_guidance import cams, make_guidance, make_prompt_utils
 
@@ -99,8 +98,8 @@ def test_what_a_pixel_model_cannot_do_names_the_field(ts, tiny_if, prompt_utils,
         make_guidance(ts, tiny_if, mode="lmc", lmc_checkpoint=str(ckpt))
 
 
-def test_lmc_on_if_with_a_corrective_trained_on_its_pixels(ts, tiny_if, prompt_utils, tmp_path):
-    ckpt = load_train_script().main(["--model", tiny_if, "--world", "2", "--steps", "2", "--resolution", "64", "--batch-size", "1",
+def test_lmc_on_if_with_a_corrective_trained_on_its_pixels(ts, tiny_if, prompt_utils, tmp_path, load_script):
+    ckpt = load_script("train_lmc").main(["--model", tiny_if, "--world", "2", "--steps", "2", "--resolution", "64", "--batch-size", "1",
                         "--base-channels", "4", "--depth", "2", "--out", str(tmp_path / "k-if.safetensors")])
     g = make_guidance(ts, tiny_if, mode="lmc", lmc_checkpoint=str(ckpt), guidance_scale=7.5)
     rgb = torch.rand(1, 64, 64, 3, requires_grad=True)

@@ -159,20 +159,17 @@ def test_trainer_max_steps_must_equal_nfe(ts, tiny_sd, tmp_path):
         trainer.fit(system, datamodule=dm)
 
 
-def test_inpaint_config_and_table2_script_give_the_same_image(tmp_path, tiny_sd):
+def test_inpaint_config_and_table2_script_give_the_same_image(tmp_path, tiny_sd, load_script):
     """One seeding rule: the shipped inpainting config and ``scripts/table2_inpainting.py`` (its
     ``inpaint_all``), with the same image, mask, prompt, noise, seed and NFE, produce the same result."""
     import argparse
-    import importlib.util
 
     from diffusers import DDIMScheduler, StableDiffusionPipeline
     from skimage.data import astronaut
 
     from dreamsampler.diffusion.latent_model import LatentModel
 
-    spec = importlib.util.spec_from_file_location("table2", REPO / "scripts" / "table2_inpainting.py")
-    table2 = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table2)
+    table2 = load_script("table2_inpainting")
     prompt, region = table2.TASKS["glasses"]
     data = tmp_path / "data"
     data.mkdir()

@@ -1,7 +1,6 @@
 """configs/variants/: every variant differs from its base config exactly in what it states, loads and
 validates in threestudio, and one variant per guidance mode trains 2 steps in real threestudio
 (CPU, tiny pipeline; the lmc one with a corrective trained here by scripts/train_lmc.py)."""
-import importlib.util
 
 import pytest
 from omegaconf import OmegaConf
@@ -30,11 +29,9 @@ def leaves(cfg, prefix=""):
 
 
 @pytest.fixture(scope="module")
-def corrective(tiny_sd, tmp_path_factory):
+def corrective(tiny_sd, tmp_path_factory, load_script):
     """A k_psi checkpoint for the tiny pipeline: a few steps of the trainer on scikit-image photos."""
-    spec = importlib.util.spec_from_file_location("train_lmc", REPO / "scripts" / "train_lmc.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("train_lmc")
     out = tmp_path_factory.mktemp("lmc") / "k.safetensors"
     return str(script.main(["--model", tiny_sd, "--steps", "3", "--resolution", "64", "--batch-size", "2",
                             "--base-channels", "4", "--depth", "2", "--out", str(out)]))
