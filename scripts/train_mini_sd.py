@@ -11,6 +11,10 @@ and ``--snr-gamma`` weights the loss by Min-SNR-gamma (Hang et al.,
 for epsilon prediction, as diffusers' text-to-image example's ``--snr_gamma``). The result is a diffusers folder
 written with ``save_pretrained`` (safetensors) plus a model card.
 
+Threads: torch's own choice, or ``--threads``. OpenMP's default wait policy (threads spin between
+parallel regions) is 1.3x faster here than ``OMP_WAIT_POLICY=PASSIVE`` on an idle machine (a UNet step of
+batch 64 on 2 cores: 0.26 s against 0.34 s); on a machine shared with other jobs, set PASSIVE.
+
 Resumable: a checkpoint goes to ``<work>/checkpoint.pt`` every ``--ckpt-minutes``; ``--resume`` picks
 it up (the batch indices and noise of step k depend only on the seed and k, so a resumed run sees
 the same data as an uninterrupted one).
@@ -28,8 +32,6 @@ import os
 import sys
 import time
 from pathlib import Path
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spin-waiting threads slow a shared machine
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +61,7 @@ def parse_args(argv=None):
     p.add_argument("--vae-lr", type=float, default=1e-3)
     p.add_argument("--vae-channels", default="16,32,64", help="encoder/decoder widths; n levels -> /2^(n-1)")
     p.add_argument("--kl-weight", type=float, default=1e-6)
-    p.add_argument("--unet-steps", type=int, default=11000)
+    p.add_argument("--unet-steps", type=int, default=16000)
     p.add_argument("--unet-batch", type=int, default=64)
     p.add_argument("--unet-lr", type=float, default=5e-4)
     p.add_argument("--icon-fraction", type=float, default=0.75, help="share of icons in a UNet batch (0.5: the world's mix)")
