@@ -4,7 +4,8 @@ Two phases on a fixed pool of the first ``--pool`` training images of ``dreamsam
 AutoencoderKL (64x64 RGB <-> 4 x 16 x 16 latent), then the UNet2DConditionModel together with a small
 CLIPTextModel (word-level tokenizer: one token per grammar word, bytes for anything else) on the
 frozen VAE's latents, epsilon prediction under SD's scaled-linear schedule, captions dropped to ""
-10% of the time for classifier-free guidance, EMA weights saved. Two knobs of the UNet phase:
+10% of the time for classifier-free guidance, EMA weights saved. Between the phases the VAE's latent
+space is centred on the pool (``center_latents``). Two knobs of the UNet phase:
 ``--icon-fraction`` draws that share of every batch from the pool's icons (the rest from its objects),
 and ``--snr-gamma`` weights the loss by Min-SNR-gamma (Hang et al.,
 "Efficient Diffusion Training via Min-SNR Weighting Strategy", ICCV 2023: min(SNR_t, gamma) / SNR_t
@@ -230,6 +231,24 @@ def vae_round_trip_psnr(vae, images_uint8):
 
 
 @torch.no_grad()
+def center_latents(vae, mu: torch.Tensor) -> None:
+    """Move the VAE's latent origin to ``mu`` [4] (per channel), folded into its two 1x1 convolutions so
+    the decoder's output is unchanged: the encoder's mean loses ``mu`` (quant_conv's bias), the decoder adds
+    it back (post_quant_conv's bias gains ``W mu``).
+
+    Why: SD's scaled-linear schedule keeps sqrt(alpha_bar) = 0.076 of the signal at the first DDIM
+    step (t = 981), so a model trained on latents whose mean is far from 0 (this VAE's white has channel
+    means near -1.6 and -2.1) learns to read the image's mean from x_t there, while sampling starts
+    from zero-mean noise: the model reads "less white background" and draws shapes too large (the
+    non-zero terminal SNR flaw, Lin et al., "Common Diffusion Noise Schedules and Sample Steps are
+    Flawed", WACV 2024). SD3's VAE has a ``shift_factor`` for this, but ``StableDiffusionPipeline``
+    ignores that field, so the shift is folded into the weights and the folder loads as plain SD."""
+    vae.quant_conv.bias[: len(mu)] -= mu.to(vae.quant_conv.bias)
+    w = vae.post_quant_conv.weight[:, :, 0, 0]
+    vae.post_quant_conv.bias += w @ mu.to(w)
+
+
+@torch.no_grad()
 def encode_pool(vae, images_uint8):
     means, stds = [], []
     for i in range(0, len(images_uint8), 128):
@@ -355,6 +374,10 @@ class Trainer:
                 self.state["vae_val_end"] = vae_loss(self.vae, fixed, step_generator(a.seed, 9, 0), a.kl_weight)[1].item()
             self.state["vae_psnr"] = vae_round_trip_psnr(self.vae, held_out)
             print(f"VAE held-out round-trip PSNR {self.state['vae_psnr']:.2f} dB")
+            self.vae.eval()
+            mu = encode_pool(self.vae, pool[:4096])[0].mean((0, 2, 3))  # the pool's latent mean, per channel
+            center_latents(self.vae, mu)
+            self.state["latent_shift"] = mu.tolist()
             self.state.update(phase=1, step=0)
             self.save()
             last_ckpt = time.time()

@@ -98,6 +98,24 @@ def test_icon_fraction_sets_the_share_of_icons_in_every_batch(load_script):
         T.parse_args(["--out", "o", "--work", "w", "--icon-fraction", "1.5"])
 
 
+def test_centring_the_latents_moves_the_origin_and_keeps_the_decoder(load_script):
+    """center_latents folds a per-channel shift into the VAE: the folded encoder's mean is the original's
+    minus mu, and the folded decoder of z is the original decoder of z + mu (checked against an unfolded copy)."""
+    import copy
+
+    T = load_script("train_mini_sd")
+    vae = T.build_models(T.parse_args(["--out", "o", "--work", "w", "--quick"]))[0].eval()
+    ref = copy.deepcopy(vae)
+    mu = torch.tensor([0.5, -1.5, 0.25, -2.0])
+    T.center_latents(vae, mu)
+    x = torch.stack([world_image("eval", i)[0] for i in range(4)]) * 2 - 1
+    z = torch.randn(4, 4, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(vae.encode(x).latent_dist.mean, ref.encode(x).latent_dist.mean - mu[:, None, None], atol=1e-5)
+        assert torch.allclose(vae.encode(x).latent_dist.std, ref.encode(x).latent_dist.std)
+        assert torch.allclose(vae.decode(z).sample, ref.decode(z + mu[:, None, None]).sample, atol=1e-5)
+
+
 def test_min_snr_weighting_matches_the_papers_weights(load_script):
     """Min-SNR-gamma for epsilon prediction: sample weight min(SNR, gamma) / SNR with SNR = abar / (1 - abar)
     (Hang et al. 2023, eq. 8 and Table 1), checked with a stand-in UNet whose error is known per sample."""
