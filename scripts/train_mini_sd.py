@@ -62,6 +62,7 @@ def parse_args(argv=None):
     p.add_argument("--vae-lr", type=float, default=1e-3)
     p.add_argument("--vae-channels", default="16,32,64", help="encoder/decoder widths; n levels -> /2^(n-1)")
     p.add_argument("--kl-weight", type=float, default=1e-6)
+    p.add_argument("--vae-from", default=None, help="skip the VAE phase: take the VAE of this folder (one this script wrote)")
     p.add_argument("--unet-steps", type=int, default=16000)
     p.add_argument("--unet-batch", type=int, default=64)
     p.add_argument("--unet-lr", type=float, default=5e-4)
@@ -329,6 +330,15 @@ class Trainer:
         self.ema[1].load_state_dict(blob["ema_text"])
         print(f"resumed: phase {self.state['phase']} step {self.state['step']} ({self.state['wall_s'] / 60:.1f} min so far)")
 
+    def load_vae(self, folder):
+        """Skip the VAE phase: the VAE of a diffusers folder written by this script (same --vae-channels)."""
+        from diffusers import AutoencoderKL
+
+        try:
+            self.vae.load_state_dict(AutoencoderKL.from_pretrained(folder, subfolder="vae").state_dict())
+        except (OSError, RuntimeError) as e:
+            raise SystemExit(f"--vae-from {folder}: no VAE of --vae-channels {self.args.vae_channels} there ({e})")
+
     # -- main loop
     def run(self):
         a = self.args
@@ -337,8 +347,8 @@ class Trainer:
         pool, captions, is_icon = load_pool(self.work, a.pool)
         draw = DomainSampler(is_icon, a.unet_batch, a.icon_fraction)
         held_out, held_caps, _ = load_pool(self.work, a.eval_images, "eval")
-        total = a.vae_steps + a.unet_steps
-        bar = tqdm(total=total, initial=self.state["step"] + (a.vae_steps if self.state["phase"] == 1 else 0),
+        vae_steps = 0 if a.vae_from else a.vae_steps
+        bar = tqdm(total=vae_steps + a.unet_steps, initial=self.state["step"] + (vae_steps if self.state["phase"] == 1 else 0),
                    mininterval=30 if not sys.stderr.isatty() else 0.5, desc="mini-sd")
 
         def tick(loss):
@@ -355,23 +365,26 @@ class Trainer:
                 last_ckpt = time.time()
 
         if self.state["phase"] == 0:
-            fixed = to_model(held_out[:64]).to(self.device)
-            g0 = step_generator(a.seed, 9, 0)
-            with torch.no_grad():
-                self.state.setdefault("vae_val_start", vae_loss(self.vae, fixed, g0, a.kl_weight)[1].item())
-            while self.state["step"] < a.vae_steps:
-                s = self.state["step"]
-                g = step_generator(a.seed, 0, s)
-                for group in self.vae_opt.param_groups:
-                    group["lr"] = lr_at(s, a.vae_steps, a.vae_lr)
-                x = to_model(pool[torch.randint(len(pool), (a.vae_batch,), generator=g)]).to(self.device)
-                loss, mse = vae_loss(self.vae, x, g, a.kl_weight)
-                self.vae_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                self.vae_opt.step()
-                tick(mse.item())
-            with torch.no_grad():
-                self.state["vae_val_end"] = vae_loss(self.vae, fixed, step_generator(a.seed, 9, 0), a.kl_weight)[1].item()
+            if a.vae_from:
+                self.load_vae(a.vae_from)
+            else:
+                fixed = to_model(held_out[:64]).to(self.device)
+                g0 = step_generator(a.seed, 9, 0)
+                with torch.no_grad():
+                    self.state.setdefault("vae_val_start", vae_loss(self.vae, fixed, g0, a.kl_weight)[1].item())
+                while self.state["step"] < a.vae_steps:
+                    s = self.state["step"]
+                    g = step_generator(a.seed, 0, s)
+                    for group in self.vae_opt.param_groups:
+                        group["lr"] = lr_at(s, a.vae_steps, a.vae_lr)
+                    x = to_model(pool[torch.randint(len(pool), (a.vae_batch,), generator=g)]).to(self.device)
+                    loss, mse = vae_loss(self.vae, x, g, a.kl_weight)
+                    self.vae_opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    self.vae_opt.step()
+                    tick(mse.item())
+                with torch.no_grad():
+                    self.state["vae_val_end"] = vae_loss(self.vae, fixed, step_generator(a.seed, 9, 0), a.kl_weight)[1].item()
             self.state["vae_psnr"] = vae_round_trip_psnr(self.vae, held_out)
             print(f"VAE held-out round-trip PSNR {self.state['vae_psnr']:.2f} dB")
             self.vae.eval()
@@ -458,7 +471,7 @@ QUALITY_MARK = "<!-- measured-quality -->"
 
 def command_flags(a: dict) -> str:
     """The recipe flags of a run, as its command line spells them."""
-    keys = ("seed", "pool", "vae_channels", "vae_steps", "unet_channels", "unet_attn", "unet_steps", "icon_fraction",
+    keys = ("seed", "pool", "vae_channels", "vae_steps", "vae_from", "unet_channels", "unet_attn", "unet_steps", "icon_fraction",
             "snr_gamma", "threads")
     return " ".join(f"--{k.replace('_', '-')} {a[k]}" for k in keys if a[k] is not None)
 
@@ -467,6 +480,8 @@ def model_card(s) -> str:
     a, p = s["args"], s["params"]
     snr = f" weighted by Min-SNR-{a['snr_gamma']:g} (min(SNR, {a['snr_gamma']:g}) / SNR)" if a["snr_gamma"] else ""
     mix = f"{a['icon_fraction']:.0%} of every UNet batch icons, the rest objects"
+    vae = (f"taken from `{Path(a['vae_from']).name}` (`--vae-from`: not trained in this run)" if a.get("vae_from") else
+           f"{a['vae_steps']} steps, batch {a['vae_batch']}, AdamW lr {a['vae_lr']} (warmup, cosine), MSE + {a['kl_weight']} KL")
     return f"""---
 library_name: diffusers
 tags: [stable-diffusion, toy, procedural]
@@ -500,8 +515,9 @@ the training split (seeds 0..{a['pool'] - 1}); all evaluation uses the held-out 
 
 ## Training
 
-Seed {a['seed']}. VAE: {a['vae_steps']} steps, batch {a['vae_batch']}, AdamW lr {a['vae_lr']} (warmup, cosine),
-MSE + {a['kl_weight']} KL. UNet + text encoder (jointly, VAE frozen): {a['unet_steps']} steps, batch {a['unet_batch']},
+Seed {a['seed']}. VAE: {vae}. Its latent space then centred on the pool (channel means
+{', '.join(f'{v:.3f}' for v in s['latent_shift'])} moved to 0, folded into the VAE's 1x1 convolutions; see
+`center_latents`). UNet + text encoder (jointly, VAE frozen): {a['unet_steps']} steps, batch {a['unet_batch']},
 AdamW lr {a['unet_lr']} (warmup, cosine), epsilon MSE{snr}, 10% of captions dropped to "" for classifier-free
 guidance, EMA {a['ema']} (the saved weights); {mix}. Wall time {s['wall_s'] / 60:.1f} min on {s['device']} ({s['torch_threads']} torch threads, {s['cpu_s'] / 60:.1f} CPU-minutes; the
 wall time includes whatever else shared the machine).

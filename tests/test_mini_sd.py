@@ -82,6 +82,20 @@ def test_trainer_quick_run_learns_and_saves_a_loadable_folder(tmp_path):
     # resuming a finished run changes nothing and writes the folder again
     subprocess.run(cmd + ["--resume"], check=True, capture_output=True, timeout=300)
     assert json.loads((work / "summary.json").read_text())["unet_val_end"] == s["unet_val_end"]
+    # --vae-from: the UNet phase on that folder's VAE (already centred on the same pool: shift ~0)
+    from diffusers import AutoencoderKL
+
+    out2, work2 = tmp_path / "model2", tmp_path / "work2"
+    subprocess.run(cmd[:2] + ["--out", str(out2), "--work", str(work2), "--quick", "--threads", "2", "--vae-from", str(out)],
+                   check=True, capture_output=True, timeout=300)
+    s2 = json.loads((work2 / "summary.json").read_text())
+    assert "vae_val_end" not in s2 and s2["vae_psnr"] == pytest.approx(s["vae_psnr"], abs=1e-3)
+    assert max(abs(v) for v in s2["latent_shift"]) < 1e-3 and "`--vae-from`" in (out2 / "README.md").read_text()
+    a, b = (AutoencoderKL.from_pretrained(str(d), subfolder="vae").state_dict() for d in (out, out2))
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+    bad = subprocess.run(cmd[:2] + ["--out", str(out2), "--work", str(work2), "--quick", "--vae-from", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "--vae-from" in bad.stderr
 
 
 def test_icon_fraction_sets_the_share_of_icons_in_every_batch(load_script):
