@@ -62,6 +62,8 @@ def parse_args(argv=None):
     p.add_argument("--vae-lr", type=float, default=1e-3)
     p.add_argument("--vae-channels", default="16,32,64", help="encoder/decoder widths; n levels -> /2^(n-1)")
     p.add_argument("--kl-weight", type=float, default=1e-6)
+    p.add_argument("--center-latents", action=argparse.BooleanOptionalAction, default=True,
+                   help="centre the latent space on the pool before the UNet phase (see center_latents)")
     p.add_argument("--vae-from", default=None, help="skip the VAE phase: take the VAE of this folder (one this script wrote)")
     p.add_argument("--unet-steps", type=int, default=16000)
     p.add_argument("--unet-batch", type=int, default=64)
@@ -387,10 +389,11 @@ class Trainer:
                     self.state["vae_val_end"] = vae_loss(self.vae, fixed, step_generator(a.seed, 9, 0), a.kl_weight)[1].item()
             self.state["vae_psnr"] = vae_round_trip_psnr(self.vae, held_out)
             print(f"VAE held-out round-trip PSNR {self.state['vae_psnr']:.2f} dB")
-            self.vae.eval()
-            mu = encode_pool(self.vae, pool[:4096])[0].mean((0, 2, 3))  # the pool's latent mean, per channel
-            center_latents(self.vae, mu)
-            self.state["latent_shift"] = mu.tolist()
+            if a.center_latents:
+                self.vae.eval()
+                mu = encode_pool(self.vae, pool[:4096])[0].mean((0, 2, 3))  # the pool's latent mean, per channel
+                center_latents(self.vae, mu)
+                self.state["latent_shift"] = mu.tolist()
             self.state.update(phase=1, step=0)
             self.save()
             last_ckpt = time.time()
@@ -471,15 +474,19 @@ QUALITY_MARK = "<!-- measured-quality -->"
 
 def command_flags(a: dict) -> str:
     """The recipe flags of a run, as its command line spells them."""
-    keys = ("seed", "pool", "vae_channels", "vae_steps", "vae_from", "unet_channels", "unet_attn", "unet_steps", "icon_fraction",
-            "snr_gamma", "threads")
-    return " ".join(f"--{k.replace('_', '-')} {a[k]}" for k in keys if a[k] is not None)
+    keys = ("seed", "pool", "vae_channels", "vae_steps", "vae_from", "center_latents", "unet_channels", "unet_attn", "unet_steps",
+            "icon_fraction", "snr_gamma", "threads")
+    flag = lambda k, v: f"--{'' if v else 'no-'}{k}" if isinstance(v, bool) else f"--{k} {v}"
+    return " ".join(flag(k.replace("_", "-"), a[k]) for k in keys if a[k] is not None)
 
 
 def model_card(s) -> str:
     a, p = s["args"], s["params"]
     snr = f" weighted by Min-SNR-{a['snr_gamma']:g} (min(SNR, {a['snr_gamma']:g}) / SNR)" if a["snr_gamma"] else ""
     mix = f"{a['icon_fraction']:.0%} of every UNet batch icons, the rest objects"
+    centre = (f"Its latent space then centred on the pool (channel means {', '.join(f'{v:.3f}' for v in s['latent_shift'])} "
+              "moved to 0, folded into the VAE's 1x1 convolutions; see `center_latents`)." if "latent_shift" in s else
+              "Latent space not centred (`--no-center-latents`).")
     vae = (f"taken from `{Path(a['vae_from']).name}` (`--vae-from`: not trained in this run)" if a.get("vae_from") else
            f"{a['vae_steps']} steps, batch {a['vae_batch']}, AdamW lr {a['vae_lr']} (warmup, cosine), MSE + {a['kl_weight']} KL")
     return f"""---
@@ -515,9 +522,7 @@ the training split (seeds 0..{a['pool'] - 1}); all evaluation uses the held-out 
 
 ## Training
 
-Seed {a['seed']}. VAE: {vae}. Its latent space then centred on the pool (channel means
-{', '.join(f'{v:.3f}' for v in s['latent_shift'])} moved to 0, folded into the VAE's 1x1 convolutions; see
-`center_latents`). UNet + text encoder (jointly, VAE frozen): {a['unet_steps']} steps, batch {a['unet_batch']},
+Seed {a['seed']}. VAE: {vae}. {centre} UNet + text encoder (jointly, VAE frozen): {a['unet_steps']} steps, batch {a['unet_batch']},
 AdamW lr {a['unet_lr']} (warmup, cosine), epsilon MSE{snr}, 10% of captions dropped to "" for classifier-free
 guidance, EMA {a['ema']} (the saved weights); {mix}. Wall time {s['wall_s'] / 60:.1f} min on {s['device']} ({s['torch_threads']} torch threads, {s['cpu_s'] / 60:.1f} CPU-minutes; the
 wall time includes whatever else shared the machine).

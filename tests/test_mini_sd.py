@@ -120,6 +120,8 @@ def test_centring_the_latents_moves_the_origin_and_keeps_the_decoder(load_script
     T = load_script("train_mini_sd")
     vae = T.build_models(T.parse_args(["--out", "o", "--work", "w", "--quick"]))[0].eval()
     ref = copy.deepcopy(vae)
+    assert "--center-latents" in T.command_flags(vars(T.parse_args(["--out", "o", "--work", "w"])))  # the default
+    assert "--no-center-latents" in T.command_flags(vars(T.parse_args(["--out", "o", "--work", "w", "--no-center-latents"])))
     mu = torch.tensor([0.5, -1.5, 0.25, -2.0])
     T.center_latents(vae, mu)
     x = torch.stack([world_image("eval", i)[0] for i in range(4)]) * 2 - 1
