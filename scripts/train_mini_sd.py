@@ -341,6 +341,27 @@ class Trainer:
         except (OSError, RuntimeError) as e:
             raise SystemExit(f"--vae-from {folder}: no VAE of --vae-channels {self.args.vae_channels} there ({e})")
 
+    def train_vae(self, pool, held_out, tick):
+        """The VAE phase: ``--vae-steps`` steps on the pool, the held-out reconstruction MSE before and after."""
+        a = self.args
+        fixed = to_model(held_out[:64]).to(self.device)
+        g0 = step_generator(a.seed, 9, 0)
+        with torch.no_grad():
+            self.state.setdefault("vae_val_start", vae_loss(self.vae, fixed, g0, a.kl_weight)[1].item())
+        while self.state["step"] < a.vae_steps:
+            s = self.state["step"]
+            g = step_generator(a.seed, 0, s)
+            for group in self.vae_opt.param_groups:
+                group["lr"] = lr_at(s, a.vae_steps, a.vae_lr)
+            x = to_model(pool[torch.randint(len(pool), (a.vae_batch,), generator=g)]).to(self.device)
+            loss, mse = vae_loss(self.vae, x, g, a.kl_weight)
+            self.vae_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.vae_opt.step()
+            tick(mse.item())
+        with torch.no_grad():
+            self.state["vae_val_end"] = vae_loss(self.vae, fixed, step_generator(a.seed, 9, 0), a.kl_weight)[1].item()
+
     # -- main loop
     def run(self):
         a = self.args
@@ -370,23 +391,7 @@ class Trainer:
             if a.vae_from:
                 self.load_vae(a.vae_from)
             else:
-                fixed = to_model(held_out[:64]).to(self.device)
-                g0 = step_generator(a.seed, 9, 0)
-                with torch.no_grad():
-                    self.state.setdefault("vae_val_start", vae_loss(self.vae, fixed, g0, a.kl_weight)[1].item())
-                while self.state["step"] < a.vae_steps:
-                    s = self.state["step"]
-                    g = step_generator(a.seed, 0, s)
-                    for group in self.vae_opt.param_groups:
-                        group["lr"] = lr_at(s, a.vae_steps, a.vae_lr)
-                    x = to_model(pool[torch.randint(len(pool), (a.vae_batch,), generator=g)]).to(self.device)
-                    loss, mse = vae_loss(self.vae, x, g, a.kl_weight)
-                    self.vae_opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    self.vae_opt.step()
-                    tick(mse.item())
-                with torch.no_grad():
-                    self.state["vae_val_end"] = vae_loss(self.vae, fixed, step_generator(a.seed, 9, 0), a.kl_weight)[1].item()
+                self.train_vae(pool, held_out, tick)
             self.state["vae_psnr"] = vae_round_trip_psnr(self.vae, held_out)
             print(f"VAE held-out round-trip PSNR {self.state['vae_psnr']:.2f} dB")
             if a.center_latents:
