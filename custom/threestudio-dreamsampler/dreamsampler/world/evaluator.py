@@ -11,6 +11,8 @@ import math
 from collections import Counter
 
 import torch
+from kornia.filters import gaussian_blur2d
+from kornia.geometry.transform import elastic_transform2d
 
 from .dataset import world_image
 from .icon_reader import MIN_AREA, _components, read_icon
@@ -20,6 +22,7 @@ POSITION_TOL = 0.03  # fraction of the width (2 px at 64)
 SIZE_TOL = 0.25  # relative: blur takes the thin tips off small stars (up to about 20% of the radius)
 NON_WHITE = 0.1  # a pixel belongs to an object when some channel is this far below 1
 ATTRIBUTES = ("colour", "shape", "count", "position", "size")
+WARP_SMOOTH = 3.0  # pixels: the scale of the wobble ``warp`` puts on a shape's outline
 
 
 def _silhouettes(image: torch.Tensor):
@@ -80,19 +83,35 @@ def _matched(read: dict, attrs) -> tuple:
     return pos_ok, size_ok
 
 
-def reader_accuracy(domain: str, n: int = 500, start: int = 0, reader: Reader | None = None) -> dict:
+def warp(images: torch.Tensor, rms_px: float, g: torch.Generator) -> torch.Tensor:
+    """Images [B,3,H,W] under a smooth random displacement field (Gaussian noise smoothed over
+    ``WARP_SMOOTH`` pixels, scaled to ``rms_px`` pixels RMS per axis): world shapes with the small
+    irregular wobble a generator draws, their true attributes kept."""
+    b, _, h, w = images.shape
+    noise = torch.randn(b, 2, h, w, generator=g)
+    k = 2 * math.ceil(3 * WARP_SMOOTH) + 1
+    rms = gaussian_blur2d(noise, (k, k), (WARP_SMOOTH, WARP_SMOOTH)).pow(2).mean().sqrt().item()
+    alpha = rms_px / rms * 2 / w  # grid units: 2 / w per pixel
+    out = elastic_transform2d(images, noise, (k, k), (WARP_SMOOTH, WARP_SMOOTH), (alpha, alpha), padding_mode="border")
+    return out.clamp(0, 1)
+
+
+def reader_accuracy(domain: str, n: int = 500, start: int = 0, reader: Reader | None = None, warp_px: float = 0.0) -> dict:
     """Per-attribute accuracy of the reader on ``n`` held-out world images of ``domain`` (eval split
-    from index ``start``). An image counts as right for an attribute when all its shapes are: colours
-    and shapes as multisets, count exactly, positions within POSITION_TOL and sizes within SIZE_TOL.
-    Objects are scored on colour, shape and count (their true position and size are in world units)."""
+    from index ``start``), each ``warp``ed by ``warp_px`` pixels RMS when that is not 0. An image counts
+    as right for an attribute when all its shapes are: colours and shapes as multisets, count exactly,
+    positions within POSITION_TOL and sizes within SIZE_TOL. Objects are scored on colour, shape and
+    count (their true position and size are in world units)."""
     reader = reader or Reader()
+    g = torch.Generator().manual_seed(start)
     hits, batch = Counter(), []
     for i in range(start, start + n):
         img, _, attrs = world_image("eval", i, domain)
         batch.append((img, attrs))
     for k in range(0, n, 64):
         chunk = batch[k : k + 64]
-        reads = reader(torch.stack([b[0] for b in chunk]), domain)
+        images = torch.stack([b[0] for b in chunk])
+        reads = reader(warp(images, warp_px, g) if warp_px else images, domain)
         for read, (_, attrs) in zip(reads, chunk):
             hits["colour"] += Counter(read["colours"]) == Counter(attrs.colours)
             hits["shape"] += Counter(read["shapes"]) == Counter(attrs.shapes)

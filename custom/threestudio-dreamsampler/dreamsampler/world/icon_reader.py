@@ -1,13 +1,15 @@
-"""Analytic reading of flat icons: palette segmentation, connected components, a radial-profile shape test.
+"""Analytic reading of flat icons: palette segmentation, connected components, shape by template fit.
 
 Each pixel takes the nearest of white and the five palette colours. Every connected region of one
-colour (8-connected, at least ``MIN_AREA`` pixels) is a shape, measured on a soft (anti-aliasing aware)
-mask, upsampled 4x: its centroid, its circumradius and its boundary radius r(theta) around the centroid.
-A regular polygon with k corners puts its energy in the k-th angular harmonic of r(theta): triangle 3,
-square 4, five-pointed star 5, circle none. The shape is the harmonic that stands out most relative to
-its typical amplitude on clean world shapes (``HARMONIC_REF``), or circle when none reaches
-``CIRCLE_LEVEL`` of it. Blur (a VAE, a diffusion model) lowers the amplitudes but rarely changes which
-one leads, unlike area- or convexity-based rules.
+colour (8-connected, at least ``MIN_AREA`` pixels) is a shape. Its position and circumradius come from a
+soft (anti-aliasing aware) mask, upsampled 4x. Its shape is read by analysis by synthesis: for each of
+circle, square, triangle and star the world's own rasterizer (``icons.shape_mask``, 4x supersampled)
+draws the shape at the region's centroid with the area the soft mask holds (blur keeps the area), at
+every ``ROTATION_STEP`` degrees of the shape's symmetry period; template and region are both blurred by
+``FIT_BLUR`` pixels, so that blur (a VAE, a diffusion model) and small irregularities weigh little, and
+the shape whose best rotation leaves the least squared residual is the reading. Nothing on the package
+registries reads these shapes, hence this module. (An earlier rule ranked the radial harmonics of the
+boundary; a wobble of half a pixel flipped stars to squares.)
 """
 from __future__ import annotations
 
@@ -15,14 +17,16 @@ import math
 
 import torch
 import torch.nn.functional as F
+from kornia.filters import gaussian_blur2d
 
+from .icons import SUPERSAMPLE, shape_mask
 from .palette import COLOUR_NAMES, COLOURS
 
 MIN_AREA = 8  # pixels; the smallest world shape (a star of radius 0.08 at 64 px) covers about 30
 UPSAMPLE = 4
-ANGLE_BINS = 72
-HARMONIC_REF = {3: ("triangle", 0.14), 4: ("square", 0.07), 5: ("star", 0.17)}
-CIRCLE_LEVEL = 0.35
+SYMMETRY = {"circle": 0.0, "triangle": 120.0, "square": 90.0, "star": 72.0}  # rotation period, degrees
+ROTATION_STEP = 3.0  # degrees
+FIT_BLUR = 1.0  # Gaussian sigma, pixels
 _REFS = torch.tensor([(1.0, 1.0, 1.0)] + [COLOURS[c] for c in COLOUR_NAMES])  # 0: white
 
 
@@ -37,9 +41,19 @@ def _components(mask: torch.Tensor) -> torch.Tensor:
         lab = new
 
 
+def _unit_area(shape: str, n: int = 400) -> float:
+    """Area of a shape of circumradius 1, counted on an n x n grid."""
+    c = (torch.arange(n) + 0.5) / n * 2 - 1
+    y, x = torch.meshgrid(c, c, indexing="ij")
+    return shape_mask(shape, x, y, 1.0).float().mean().item() * 4
+
+
+_UNIT_AREA = {shape: _unit_area(shape) for shape in SYMMETRY}
+
+
 def _geometry(alpha: torch.Tensor, mask: torch.Tensor):
-    """Centroid (pixels), circumradius and radial harmonics {k: amplitude} of one soft shape mask,
-    measured on a bilinearly upsampled copy thresholded at 1/2."""
+    """Centroid (pixels) and circumradius of one soft shape mask, measured on a bilinearly upsampled
+    copy thresholded at 1/2."""
     iy, ix = torch.nonzero(mask, as_tuple=True)
     y0, x0 = max(int(iy.min()) - 2, 0), max(int(ix.min()) - 2, 0)
     crop = alpha[y0 : int(iy.max()) + 3, x0 : int(ix.max()) + 3]
@@ -49,24 +63,42 @@ def _geometry(alpha: torch.Tensor, mask: torch.Tensor):
         return None
     px, py = (sx + 0.5) / UPSAMPLE + x0, (sy + 0.5) / UPSAMPLE + y0
     cx, cy = px.mean().item(), py.mean().item()
-    rho, theta = torch.hypot(px - cx, py - cy), torch.atan2(py - cy, px - cx)
-    bins = ((theta + math.pi) / (2 * math.pi) * ANGLE_BINS).long().clamp(0, ANGLE_BINS - 1)
-    profile = torch.zeros(ANGLE_BINS).scatter_reduce(0, bins, rho, "amax")  # r(theta)
-    angles = (torch.arange(ANGLE_BINS) + 0.5) / ANGLE_BINS * 2 * math.pi
-    harmonics = {k: (torch.abs((profile * torch.exp(-1j * k * angles)).sum()) / profile.sum()).item() for k in HARMONIC_REF}
-    return (cx, cy), rho.max().item() + 0.5 / UPSAMPLE, harmonics
+    return (cx, cy), torch.hypot(px - cx, py - cy).max().item() + 0.5 / UPSAMPLE
 
 
-def classify_shape(harmonics: dict) -> str:
-    """circle, triangle, square or star from the radial harmonics of a shape."""
-    level, k = max((harmonics[k] / ref, k) for k, (_, ref) in HARMONIC_REF.items())
-    return "circle" if level < CIRCLE_LEVEL else HARMONIC_REF[k][0]
+def _blur(x: torch.Tensor) -> torch.Tensor:
+    k = 2 * math.ceil(3 * FIT_BLUR) + 1
+    return gaussian_blur2d(x, (k, k), (FIT_BLUR, FIT_BLUR), border_type="constant")
+
+
+def fit_shapes(alpha: torch.Tensor) -> dict:
+    """{shape: relative residual} of the best rotation of each world shape against one soft shape mask
+    ``alpha`` [H,W] (zero off the shape); the reading is the smallest."""
+    h, w = alpha.shape
+    ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    area = alpha.sum()
+    cx, cy = ((alpha * xs).sum() / area).item(), ((alpha * ys).sum() / area).item()
+    half = math.ceil(math.sqrt(area.item() / min(_UNIT_AREA.values()))) + 3
+    n, x0, y0 = 2 * half, int(cx) - half, int(cy) - half
+    crop = F.pad(alpha, (n, n, n, n))[y0 + n : y0 + 2 * n, x0 + n : x0 + 2 * n]
+    observed = _blur(crop[None, None])
+    c = (torch.arange(n * SUPERSAMPLE, dtype=torch.float32) + 0.5) / SUPERSAMPLE
+    yy, xx = torch.meshgrid(c + y0 - cy, c + x0 - cx, indexing="ij")
+    fits = {}
+    for shape, period in SYMMETRY.items():
+        a = torch.deg2rad(torch.arange(0.0, period, ROTATION_STEP) if period else torch.zeros(1))[:, None, None]
+        lx, ly = xx * torch.cos(a) + yy * torch.sin(a), -xx * torch.sin(a) + yy * torch.cos(a)
+        radius = math.sqrt(area.item() / _UNIT_AREA[shape])
+        template = F.avg_pool2d(shape_mask(shape, lx, ly, radius).float()[:, None], SUPERSAMPLE)
+        residual = (_blur(template) - observed).pow(2).flatten(1).sum(1) / observed.pow(2).sum()
+        fits[shape] = residual.min().item()
+    return fits
 
 
 def read_icon(image: torch.Tensor) -> dict:
     """Shapes in one icon image [3,H,W] in [0,1], left to right: dict of lists ``colours``, ``shapes``,
-    ``positions`` ((x, y) fractions of the width), ``sizes`` (circumradius fraction), ``features``,
-    and ``count``."""
+    ``positions`` ((x, y) fractions of the width), ``sizes`` (circumradius fraction), ``fits``
+    (``fit_shapes`` of each) and ``count``."""
     img = image.detach().float().cpu().clamp(0, 1)
     _, h, w = img.shape
     pix = img.permute(1, 2, 0)
@@ -88,12 +120,11 @@ def read_icon(image: torch.Tensor) -> dict:
             geo = _geometry(alpha * ring, m)
             if geo is None:
                 continue
-            (cx, cy), r, feats = geo
-            found.append(
-                dict(colour=name, shape=classify_shape(feats), position=(cx / w, cy / h), size=r / w, features=feats)
-            )
+            (cx, cy), r = geo
+            fits = fit_shapes(alpha * ring)
+            found.append(dict(colour=name, shape=min(fits, key=fits.get), position=(cx / w, cy / h), size=r / w, fits=fits))
     found.sort(key=lambda f: f["position"][0])
     out = {key + "s": [f[key] for f in found] for key in ("colour", "shape", "position", "size")}
-    out["features"] = [f["features"] for f in found]
+    out["fits"] = [f["fits"] for f in found]
     out["count"] = len(found)
     return out
