@@ -345,9 +345,12 @@ class Trainer:
         """The VAE phase: ``--vae-steps`` steps on the pool, the held-out reconstruction MSE before and after."""
         a = self.args
         fixed = to_model(held_out[:64]).to(self.device)
-        g0 = step_generator(a.seed, 9, 0)
-        with torch.no_grad():
-            self.state.setdefault("vae_val_start", vae_loss(self.vae, fixed, g0, a.kl_weight)[1].item())
+
+        @torch.no_grad()
+        def val() -> float:  # the same posterior draws every time
+            return vae_loss(self.vae, fixed, step_generator(a.seed, 9, 0), a.kl_weight)[1].item()
+
+        self.state.setdefault("vae_val_start", val())
         while self.state["step"] < a.vae_steps:
             s = self.state["step"]
             g = step_generator(a.seed, 0, s)
@@ -359,8 +362,7 @@ class Trainer:
             loss.backward()
             self.vae_opt.step()
             tick(mse.item())
-        with torch.no_grad():
-            self.state["vae_val_end"] = vae_loss(self.vae, fixed, step_generator(a.seed, 9, 0), a.kl_weight)[1].item()
+        self.state["vae_val_end"] = val()
 
     # -- main loop
     def run(self):
