@@ -14,7 +14,7 @@ The guidance scale is chosen with ``--sweep 2,4,7.5``: at each scale 4 samples o
 domain and 64 of the diversity caption, seeds disjoint from the measurement's; it writes sweep.json and
 changes nothing else.
 
-    python scripts/eval_mini_sd.py [--model DIR] [--cfg 4] [--quick] [--sweep 2,4,7.5]
+    python scripts/eval_mini_sd.py [--model DIR] [--cfg 3] [--quick] [--sweep 2,4,7.5]
 """
 from __future__ import annotations
 
@@ -156,7 +156,7 @@ def markdown(r) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(DEFAULT_MODEL))
-    p.add_argument("--cfg", type=float, default=5.5, help="guidance scale (5.5: best icon shape of 2, 3, 4, 5.5 in --sweep)")
+    p.add_argument("--cfg", type=float, default=3.0, help="guidance scale (3: the rule of the model card's sweep)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--samples", type=int, default=32)
     p.add_argument("--diversity-samples", type=int, default=128)
