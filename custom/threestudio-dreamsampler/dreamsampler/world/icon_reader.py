@@ -18,8 +18,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-from kornia.filters import gaussian_blur2d
 
+from ..inverse.operators import GaussianBlur
 from .icons import SUPERSAMPLE, shape_mask
 from .palette import COLOUR_NAMES, COLOURS
 
@@ -67,9 +67,7 @@ def _geometry(alpha: torch.Tensor, mask: torch.Tensor):
     return (cx, cy), torch.hypot(px - cx, py - cy).max().item() + 0.5 / UPSAMPLE
 
 
-def _blur(x: torch.Tensor) -> torch.Tensor:
-    k = 2 * math.ceil(3 * FIT_BLUR) + 1
-    return gaussian_blur2d(x, (k, k), (FIT_BLUR, FIT_BLUR), border_type="constant")
+_blur = GaussianBlur(2 * math.ceil(3 * FIT_BLUR) + 1, FIT_BLUR, border_type="constant")
 
 
 def fit_shapes(alpha: torch.Tensor) -> dict:
@@ -83,6 +81,7 @@ def fit_shapes(alpha: torch.Tensor) -> dict:
     n, x0, y0 = 2 * half, int(cx) - half, int(cy) - half
     crop = F.pad(alpha, (n, n, n, n))[y0 + n : y0 + 2 * n, x0 + n : x0 + 2 * n]
     observed = _blur(crop[None, None])
+    norm = observed.pow(2).sum()
     c = (torch.arange(n * SUPERSAMPLE, dtype=torch.float32) + 0.5) / SUPERSAMPLE
     yy, xx = torch.meshgrid(c + y0 - cy, c + x0 - cx, indexing="ij")
     fits = {}
@@ -91,7 +90,7 @@ def fit_shapes(alpha: torch.Tensor) -> dict:
         lx, ly = xx * torch.cos(a) + yy * torch.sin(a), -xx * torch.sin(a) + yy * torch.cos(a)
         radius = math.sqrt(area.item() / _UNIT_AREA[shape])
         template = F.avg_pool2d(shape_mask(shape, lx, ly, radius).float()[:, None], SUPERSAMPLE)
-        residual = (_blur(template) - observed).pow(2).flatten(1).sum(1) / observed.pow(2).sum()
+        residual = (_blur(template) - observed).pow(2).flatten(1).sum(1) / norm
         fits[shape] = residual.min().item()
     return fits
 
