@@ -1,7 +1,9 @@
 """The guidance modes side by side, measured in one seeded run: ``python benchmarks/compare.py``.
 
-Both halves run the guidance's own mode functions (``dreamsampler.distill.modes``: the functions
-``dreamsampler-guidance`` calls), over the tiny UNet in (a) and over the mixture's exact eps in (b).
+Both halves run the core's mode functions (``dreamsampler.distill.modes``), over the tiny UNet in (a)
+and over the mixture's exact eps in (b): for ``bridge``, ``dds`` and ``lmc`` the functions
+``dreamsampler-guidance`` calls; for ``sds`` and ``dreamsampler`` ``score_distillation``, the CFG
+prediction and ``sds_gradient`` that the guidance composes itself (there with Perp-Neg as an option).
 
 (a) Cost of one guidance step on the tiny pipeline's UNet (4x64x64 latents, i.e. 512x512
     renders, batch 1): the UNet evaluations each mode makes (one batched call, the guidance's),

@@ -1,4 +1,4 @@
-"""Forward + backward time of the differentiable rasterizer (dreamsampler.rasterizer).
+"""Forward + backward time of the differentiable rasterizer (dreamsampler.vector.rasterizer).
 
 Scenes follow the paper's initialisation (closed 4-segment paths, radius 20, random fill, opacity
 U(0.7, 1)); the "grown" scenes use radius 60, overlapping like paths later in an optimisation.

@@ -1,6 +1,6 @@
 """PSNR / SSIM of the degraded-view NeRF on the procedural scene, against its clean views.
 
-Makes the procedural box scene (``dreamsampler.procedural``: 16 views on the ring at 30 degrees,
+Makes the procedural box scene (``dreamsampler.multiview.procedural``: 16 views on the ring at 30 degrees,
 blurred with the paper's 5x5, sigma 10 Gaussian), then runs ``configs/dreamsampler-degraded-nerf.yaml``
 twice through ``run_threestudio.py``:
 

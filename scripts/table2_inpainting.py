@@ -4,7 +4,7 @@ Protocol (main paper sec. 4.3, supp. sec. 2.3): 1k FFHQ validation faces at 512x
 eye region and for "Smile" the mouth region is masked out (rectangles placed on the average aligned
 FFHQ face); measurement y = M x + 0.01 n; text "a photography of face wearing glasses" /
 "a photography of face with smile"; Stable Diffusion v1.5, NFE 200, null text "out of focus, depth of
-field", supp. Alg. 4 (dreamsampler.inpainting). Reported per task: PSNR of the result against the
+field", supp. Alg. 4 (dreamsampler.image.inpainting). Reported per task: PSNR of the result against the
 ground truth (whole image; the observed region too), FID of the results against the ground-truth
 images, and CLIP similarity (cosine of CLIP image and text embeddings) of the results to the prompt.
 Paper's numbers (DreamSampler): Glasses PSNR 24.61 / FID 27.10 / CLIP 0.263; Smile 27.90 / 24.33 / 0.242.

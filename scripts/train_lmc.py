@@ -6,7 +6,7 @@ the natural images of the miniature world model) are VAE-encoded once (kept as p
 pixel-space model); every step takes random crops z0, random timesteps t ~ U{t_min..t_max} and fresh
 noise, computes the one-step denoised x^ = Tweedie(z_t, eps_u(z_t, t)) with the UNet's unconditional
 (empty-prompt) prediction, and fits k_psi(z0, t) to the per-sample normalized N(x^) with Adam. The
-checkpoint is a safetensors file that ``dreamsampler.lmc.load_corrective`` rebuilds (architecture in its metadata).
+checkpoint is a safetensors file that ``dreamsampler.distill.lmc.load_corrective`` rebuilds (architecture in its metadata).
 
     # offline smoke run on the tiny random pipeline (~20 s on 2 busy CPU cores; passive OpenMP
     # waiting avoids a 10x slowdown on a shared machine)

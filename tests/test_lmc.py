@@ -1,4 +1,4 @@
-"""LMC-SDS (seed 003): the gradient against SDS's own decomposition, the trainer, the checkpoint."""
+"""LMC-SDS (arXiv:2401.05293): the gradient against SDS's own decomposition, the trainer, the checkpoint."""
 import itertools
 import math
 import pickle

@@ -58,7 +58,7 @@ def test_score_distillation_is_cfg_minus_the_noise(model):
 
 
 def test_bridge_with_the_null_source_is_the_cfg_term_of_sds(model):
-    """w (eps(tgt) - eps(null)) = SDS gradient at scale w minus the one at scale 0 (eq. 6 of seed 003)."""
+    """w (eps(tgt) - eps(null)) = SDS gradient at scale w minus the one at scale 0 (LMC-SDS eq. 6)."""
     eps_fn, embed, sched = model
     t = torch.tensor([600, 600])
     z_t, noise, _, _ = noised(sched, 600)

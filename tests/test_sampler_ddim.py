@@ -122,7 +122,7 @@ def v_model(z, t):
 @pytest.mark.parametrize("prediction_type,model", [("epsilon", eps_model), ("v_prediction", v_model)])
 @pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
 def test_identity_generator_solved_exactly_is_ddim(eta, prediction_type, model):
-    """z0 <- z0^ after every step makes the z_t sequence DDIM's iterates (DESIGN sec. 3); for a v model its
+    """z0 <- z0^ after every step makes the z_t sequence DDIM's iterates (main paper sec. 2.2, 3.1); for a v model its
     output is converted by process.to_epsilon and diffusers' DDIM reads v itself (prediction_type=v)."""
     sched = DDIMScheduler(**{**SCHEDULER_CONFIG, "prediction_type": prediction_type})
     sched.set_timesteps(50)

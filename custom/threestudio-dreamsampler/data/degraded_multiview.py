@@ -1,11 +1,11 @@
 """``dreamsampler-multiview-datamodule``: N degraded views y = A(x) of one object, their cameras, a caption.
 
-Input (see ``dreamsampler/views.py``): a folder with a NeRF-synthetic ``transforms.json``, or only
+Input (see :mod:`dreamsampler.multiview.views`): a folder with a NeRF-synthetic ``transforms.json``, or only
 images on the fixed 16-view ring at elevation 30 degrees; ``operator``, the A that produced them (or,
 with ``apply_operator``, that is applied here to the clean views of the folder, which then serve as
 ground truth); optionally ``gt_root``, clean views for evaluation, and ``heldout_root``, clean views
 from other cameras (a ``transforms.json`` folder at the render size) that training never sees. ``dataroot=procedural`` takes the
-project's procedural scene instead (``dreamsampler/procedural.py``, ``procedural_size`` pixels, on the
+project's procedural scene instead (:mod:`dreamsampler.multiview.procedural`, ``procedural_size`` pixels, on the
 ring), degraded here, with its clean views as ground truth. Renders have the operator's input size
 for the measurement size (e.g. k times the measurement for down-sampling by k).
 

@@ -68,7 +68,7 @@ class DreamSamplerGuidance(BaseObject):
         view_dependent_prompting: bool = True
         max_items_eval: int = 4
         # DreamSampler
-        mode: str = "dreamsampler"  # dreamsampler | sds | bridge | dds | lmc (see dreamsampler/modes.py)
+        mode: str = "dreamsampler"  # dreamsampler | sds | bridge | dds | lmc (see dreamsampler.distill.modes)
         timestep_schedule: str = "linear"  # linear | sqrt | cosine
         steps_per_timestep: int = 1
         eta: float = 0.0

@@ -2,7 +2,7 @@
 supplementary sec. 2.1 and 4.2).
 
 psi = closed cubic Bezier paths (control points, fill colours, opacities) over a solid background,
-rendered by :mod:`dreamsampler.rasterizer` on a ``canvas_size`` square. Each step, with t the
+rendered by :mod:`dreamsampler.vector.rasterizer` on a ``canvas_size`` square. Each step, with t the
 ``dreamsampler-guidance`` decreasing timestep and gamma = abar_t,
 
     loss = (1 - gamma) l_SDS ||E(g) - z0^_t(c_y)||^2 + gamma l_DC ||y - A g||^2 + l_xing L_xing(psi)

@@ -1,5 +1,6 @@
-"""Learned manifold corrective (LMC-SDS, seed paper 003; its formulas were lost in the PDF
-conversion and are reconstructed in DESIGN.md section 4 -- equation numbers below are the paper's).
+"""Learned manifold corrective of LMC-SDS (Alldieck, Kolotouros, Sminchisescu 2024, "Score Distillation
+Sampling with Learned Manifold Corrective", arXiv:2401.05293). Equation numbers below are the paper's;
+the formulas are written out here as this module implements them.
 
 With CFG ``eps_w = eps_u + s (eps_c - eps_u)`` (eq. 4-5) the SDS gradient on the image/latent z splits
 into (eq. 6)

@@ -4,18 +4,24 @@ Each mode returns ``(grad, eps_target)``: the gradient on the latent (threestudi
 ``w(t) * d``, used through :func:`dreamsampler.distill.surrogate_loss`) and the prediction whose
 Tweedie estimate is the mode's target z0^ (what DreamSampler carries to the next step).
 ``eps_fn(z, t, emb)`` takes ``[n, C, h, w]`` latents, ``[n]`` timesteps and ``[n, L, D]`` embeddings;
-every mode makes one batched call. The guidance (``dreamsampler-guidance``) and
-``benchmarks/compare.py`` call exactly these functions.
+every mode makes one batched call. For ``bridge``, ``dds`` and ``lmc`` the guidance
+(``dreamsampler-guidance``) calls these functions. For ``sds`` and ``dreamsampler`` it composes the
+same two steps itself: its own CFG prediction (``predict_noise``: eq. 6, or Perp-Neg when the prompt
+processor asks for it), then :func:`sds_gradient`; ``benchmarks/compare.py`` calls
+:func:`score_distillation` for them, the same formula without Perp-Neg.
 
 - ``sds`` / ``dreamsampler``: d = eps_w - eps~ with eps_w = CFG (main paper Alg. 1 / Alg. 2 line 7);
   they differ only in where t and eps~ come from (random vs. reverse schedule with carried noise).
-- ``bridge`` (seed 002, "Extending Data Priors Across Domains with Diffusion Distillation"):
+- ``bridge`` (McAllister et al. 2024, "Rethinking Score Distillation as a Bridge Between Image
+  Distributions", arXiv:2406.09417; also McAllister's thesis "Extending Data Priors Across Domains
+  with Diffusion Distillation", UC Berkeley EECS-2024-177):
   d = w_b * (eps(y_tgt) - eps(y_src)), y_src = y_tgt + artifact descriptors (or a domain descriptor);
   with y_src = null this is exactly SDS's dominant CFG term w * (eps(c) - eps(null)).
 - ``dds`` (Delta Denoising Score; main paper eq. 15): d = w * (eps(z_t, y_tgt) - eps(z^src_t, y_src)),
   where z^src_t is the source image noised with the same t and noise. With y_src = null and the
   same z_t, one step of size sqrt(1-a)/sqrt(a) from z0^(null) is Tweedie with CFG w (Theorem 1).
-- ``lmc`` (seed 003): L_cond + L_lmc with the learned corrective k_psi (see ``distill/lmc.py``).
+- ``lmc`` (LMC-SDS: Alldieck, Kolotouros, Sminchisescu 2024, arXiv:2401.05293): L_cond + L_lmc with
+  the learned corrective k_psi (see :mod:`dreamsampler.distill.lmc`).
 """
 from __future__ import annotations
 
@@ -90,7 +96,7 @@ def lmc_distillation(
     z_t_fixed: Optional[Latent] = None,
     normalize_target: bool = True,
 ) -> Tuple[Latent, Latent]:
-    """``lmc``: L_cond + L_lmc (seed 003, eq. 6c and 9); with ``z_t_fixed`` (the fixed-noise option)
+    """``lmc``: L_cond + L_lmc (LMC-SDS eq. 6c and 9); with ``z_t_fixed`` (the fixed-noise option)
     the unconditional prediction on it is made in the same batched call and used inside L_lmc only."""
     if z_t_fixed is None:
         eps_c, eps_u = batched_predictions(eps_fn, [z_t, z_t], t, [cond, uncond])

@@ -2,7 +2,7 @@
 the self-intersection regularizer L_xing, the learning-rate schedule and SVG 1.1 export.
 
 Paths are closed cubic Bezier paths in pixel coordinates, ``points [P, 3S, 2]`` as in
-:mod:`dreamsampler.rasterizer`.
+:mod:`dreamsampler.vector.rasterizer`.
 """
 from __future__ import annotations
 
