@@ -14,6 +14,10 @@ world's reader (``dreamsampler.world.evaluator``). Every run lands in ``<out>/ru
 and is skipped when its ``save/metrics.json`` exists, so an interrupted benchmark resumes run by run; a
 task's rows go to ``<out>/<task>.json``, its figure (inputs, each method, ground truth) to
 ``<out>/<task>.png``, and the whole table to ``<out>/quality.json`` and ``<out>/quality.md``.
+
+Each task run also gets its results page, ``docs/results/<task>.md`` (``--results DIR``; none for
+``--quick`` unless asked): its table, its figures copied next to it, the command line, the commit, the
+date, the machine and the wall time, so that no number in the documentation is copied by hand.
 """
 from __future__ import annotations
 
@@ -21,7 +25,10 @@ import argparse
 import functools
 import json
 import os
+import platform
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -75,6 +82,8 @@ class Settings:
     t2n_val_every: int = 50
     log: Callable[[str], None] = print
     reader: Reader = field(default_factory=Reader)
+    runs_used: List[Path] = field(default_factory=list)  # run folders the current task read (computed or cached)
+    runs_computed: int = 0  # of those, computed by this invocation
 
 
 @dataclass
@@ -116,6 +125,7 @@ def run(s: Settings, config: str, where: str, overrides: List[str], steps: int |
     """The ``save/`` folder of one run of ``configs/<config>.yaml`` on the mini model (cached: done when
     ``save/<marker>`` exists)."""
     root = s.out / "runs" / where
+    s.runs_used.append(root)
     done = next(root.glob(f"*/*/save/{marker}"), None) if root.exists() else None
     if done is not None:
         return done.parent
@@ -130,6 +140,8 @@ def run(s: Settings, config: str, where: str, overrides: List[str], steps: int |
     if proc.returncode != 0:
         raise RuntimeError(f"{where}: {config} failed ({root / 'run.log'}):\n" + "\n".join(proc.stderr.splitlines()[-20:]))
     s.log(f"  {where}: {time.time() - start:.0f} s")
+    s.runs_computed += 1
+    (root / "run.json").write_text(json.dumps({"commit": git_commit(), "seconds": round(time.time() - start)}))
     return next(root.glob(f"*/*/save/{marker}")).parent
 
 
@@ -765,6 +777,79 @@ def markdown(table: Dict[str, List[dict]]) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------- results pages
+
+
+def git_commit(repo: Path = REPO) -> str:
+    """The checkout's short commit, with ``+modified`` when tracked files differ from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True,
+                               text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head.stdout.strip() + (" +modified" if dirty.stdout.strip() else "")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, ``platform`` elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine() -> Dict[str, str]:
+    """What the numbers were measured on."""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {"cpu": cpu_model(), "cores": str(os.cpu_count()), "threads": str(torch.get_num_threads()), "gpu": gpu,
+            "torch": torch.__version__, "python": platform.python_version(), "os": f"{platform.system()} {platform.machine()}"}
+
+
+def run_commits(roots: List[Path]) -> Dict[str, int]:
+    """How many of the run folders ``roots`` each commit computed (``run.json``; older runs: unrecorded)."""
+    counts: Dict[str, int] = defaultdict(int)
+    for root in dict.fromkeys(roots):
+        record = root / "run.json"
+        counts[json.loads(record.read_text())["commit"] if record.exists() else "unrecorded"] += 1
+    return dict(counts)
+
+
+def results_page(task: str, rows: List[dict], provenance: dict, figures: List[str]) -> str:
+    """The Markdown page of one task: its table, figures, and how, where and when it was measured."""
+    p = provenance
+    runs = p["runs"]
+    lines = [f"# {task}", "", f"Written by `benchmarks/quality.py` on {p['date']}; do not edit by hand: rerun the "
+             "command below.", "", markdown({task: rows}).split("\n", 2)[2].rstrip(), ""]
+    lines += [f"![{task}: {name}]({name})" for name in figures] + ([""] if figures else [])
+    lines += ["| | |", "|---|---|", f"| command | `{p['command']}` |", f"| commit | `{p['commit']}` |",
+              f"| date | {p['date']} |"]
+    lines += [f"| {key} | {value} |" for key, value in p["machine"].items()]
+    lines += [f"| wall time | {p['seconds']} s (this task, this invocation) |",
+              f"| runs | {runs['used']} run folders: {runs['computed']} computed by this invocation, "
+              f"{runs['used'] - runs['computed']} read from `--out`'s cache"
+              + "".join(f"; {n} computed at `{c}`" for c, n in sorted(runs["commits"].items())) + " |",
+              f"| settings | {', '.join(f'{k} {v}' for k, v in p['settings'].items())} |", ""]
+    return "\n".join(lines)
+
+
+def write_results_page(results: Path, task: str, rows: List[dict], provenance: dict, out: Path) -> Path:
+    """``<results>/<task>.md`` and the task's figures from ``out`` (``<task>.png``, ``<task>-curves.png``)
+    copied next to it."""
+    results.mkdir(parents=True, exist_ok=True)
+    figures = []
+    for name in (f"{task}.png", f"{task}-curves.png"):
+        if (out / name).exists():
+            shutil.copyfile(out / name, results / name)
+            figures.append(name)
+    page = results / f"{task}.md"
+    page.write_text(results_page(task, rows, provenance, figures))
+    return page
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one icon, the fastest task only (about 5 minutes)")
@@ -772,7 +857,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--tasks", default=None, help=f"comma-separated subset of {','.join(TASKS)}")
     ap.add_argument("--scenes", type=int, default=None)
     ap.add_argument("--nfe", type=int, default=None)
+    ap.add_argument("--results", default=None, help="folder of the results pages (default docs/results; with --quick "
+                    "none unless given; '' for none)")
     args = ap.parse_args(argv)
+    command = shlex.join(["python", "benchmarks/quality.py", *(a.replace(f"{REPO}{os.sep}", "")
+                                                              for a in (sys.argv[1:] if argv is None else argv))])
+    results = args.results if args.results is not None else ("" if args.quick else str(REPO / "docs" / "results"))
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     names = args.tasks.split(",") if args.tasks else list(QUICK_TASKS if args.quick else TASKS)
     unknown = [n for n in names if n not in TASKS]
@@ -785,12 +875,19 @@ def main(argv=None) -> dict:
     table, start = (json.loads(saved.read_text())["table"] if saved.exists() else {}), time.time()
     for name in names:
         print(f"[quality] {name}", flush=True)
-        t0 = time.time()
+        t0, s.runs_used, s.runs_computed = time.time(), [], 0
         rows, figure, columns = TASKS[name](s)
         table[name] = summarize(rows)
         (s.out / f"{name}.json").write_text(json.dumps({"rows": rows, "summary": table[name]}, indent=1))
         save_figure(s.out / f"{name}.png", figure, columns)
         print(markdown({name: table[name]}), f"({time.time() - t0:.0f} s)", flush=True)
+        if results:
+            page = write_results_page(Path(results), name, table[name], {
+                "command": command, "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "machine": machine(), "seconds": round(time.time() - t0),
+                "runs": {"used": len(set(s.runs_used)), "computed": s.runs_computed, "commits": run_commits(s.runs_used)},
+                "settings": {"scenes": s.scenes, "nfe": s.nfe, "model": "dreamsampler/world/mini-sd"}}, s.out)
+            print(f"[quality] results page {page}", flush=True)
     table = {k: table[k] for k in TASKS if k in table}
     meta = {"tasks": names, "scenes": s.scenes, "nfe": s.nfe, "quick": s.quick, "seconds": round(time.time() - start),
             "model": "dreamsampler/world/mini-sd", "threads": torch.get_num_threads()}

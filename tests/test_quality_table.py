@@ -2,6 +2,7 @@
 columns, the NeRF curves read from validation metrics, run folder names."""
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -79,3 +80,60 @@ def test_text_to_nerf_methods_share_settings_and_train_k_psi_only_for_lmc(monkey
     assert config_b == "variants/text-to-nerf-bridge" and bridge == shipped + ["system.guidance.source_prompt=''"]
     with pytest.raises(pytest.fail.Exception, match="k_psi"):
         quality.t2n_methods(s)
+
+
+def fake_task(s):
+    """Two methods on two scenes, a one-cell figure and a curves figure, as a task returns them."""
+    import torch
+
+    (s.out / "fake-curves.png").write_bytes(b"curves")
+    rows = [{"method": "dreamsampler", "scene": i, "unet_evals": 200, "psnr": 30.0 + i, "colour_ok": True} for i in (0, 1)]
+    rows += [{"method": "degraded input", "scene": 0, "unet_evals": 0, "psnr": 20.0}]
+    return rows, [[torch.zeros(1, 3, 64, 64)]], ["input"]
+
+
+def test_results_page_states_table_figures_command_commit_date_machine_and_time(tmp_path, monkeypatch):
+    """A task run writes docs/results/<task>.md (here into --results) with its summarized rows, its figures
+    copied next to it, and how, where and when it was measured; --quick writes no page unless asked."""
+    monkeypatch.setattr(quality, "TASKS", {"fake": fake_task})
+    monkeypatch.setattr(quality, "Reader", lambda: None)
+    results = tmp_path / "results"
+    argv = ["--tasks", "fake", "--out", str(tmp_path / "out"), "--results", str(results)]
+    quality.main(argv)
+    page = (results / "fake.md").read_text()
+    assert page.startswith("# fake\n")
+    assert "| method | scenes | unet_evals | psnr | colour_ok |" in page
+    assert "| dreamsampler | 2 | 200.00 | 30.50 | 1.000 |" in page and "| degraded input | 1 | 0.00 | 20.00 |  |" in page
+    assert "![fake: fake.png](fake.png)" in page and "![fake: fake-curves.png](fake-curves.png)" in page
+    assert (results / "fake.png").read_bytes()[:4] == b"\x89PNG" and (results / "fake-curves.png").read_bytes() == b"curves"
+    provenance = page.split("| | |\n|---|---|\n", 1)[1].strip().splitlines()
+    fields = dict(line.strip("| ").split(" | ", 1) for line in provenance)
+    assert fields["command"] == "`python benchmarks/quality.py " + " ".join(argv) + "`"
+    commit = fields["commit"].strip("`")
+    assert commit == quality.git_commit() and commit.split()[0].isalnum() and len(commit.split()[0]) >= 7
+    assert fields["date"][:2] == "20" and fields["date"].endswith("UTC")
+    assert fields["cpu"] == quality.cpu_model() and fields["cores"].isdigit() and fields["gpu"]
+    assert fields["torch"] == quality.torch.__version__
+    assert fields["wall time"].endswith("s (this task, this invocation)")
+    assert fields["runs"] == "0 run folders: 0 computed by this invocation, 0 read from `--out`'s cache"
+    quality.main(["--quick", "--tasks", "fake", "--out", str(tmp_path / "quick")])  # no --results: no page
+    assert not (quality.REPO / "docs" / "results" / "fake.md").exists()
+
+
+def test_results_page_counts_runs_by_the_commit_that_computed_them(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "run.json").write_text(json.dumps({"commit": "abc1234", "seconds": 3}))
+    (tmp_path / "b").mkdir()
+    assert quality.run_commits([tmp_path / "a", tmp_path / "b", tmp_path / "a"]) == {"abc1234": 1, "unrecorded": 1}
+
+
+def test_the_command_names_paths_inside_the_checkout_relative_to_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(quality, "TASKS", {"fake": fake_task})
+    monkeypatch.setattr(quality, "Reader", lambda: None)
+    out = quality.REPO / "outputs" / "test-results-page"
+    try:
+        quality.main(["--tasks", "fake", "--out", str(out), "--results", str(tmp_path)])
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    assert "| command | `python benchmarks/quality.py --tasks fake --out outputs/test-results-page --results " in (
+        tmp_path / "fake.md").read_text()
