@@ -8,6 +8,7 @@
 #   bash launch.sh train|test|export --config <yaml> [--cpu] [--gpu 0,1] [--smoke N | --smoke-tiny N] [key=value ...]
 #                                   threestudio's launch.py with the extension (CPU when there is no GPU or with --cpu)
 #   bash launch.sh smoke [steps]    every configs/*.yaml for a few steps (default 2) on the miniature world model, CPU
+#                                   (trials accumulate under outputs/smoke)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -43,11 +44,19 @@ threestudio_root() {
   return 1
 }
 
-# Make the extension visible to threestudio's custom loader (a link, no copy).
+# For threestudio's own launch.py run from the checkout: <threestudio>/custom/threestudio-dreamsampler, a link to
+# this clone's extension, made only when the checkout has none (another clone's link is left as it is).
+# launch.sh's runs and the tests do not need it: they load this clone's extension themselves.
 link_extension() {
-  local root="$1"
+  local root="$1" link="$1/custom/$EXT_NAME"
+  if [ -e "$link" ] || [ -L "$link" ]; then
+    if [ "$(readlink -f "$link")" != "$(readlink -f "$REPO/custom/$EXT_NAME")" ]; then
+      say "$link already points to $(readlink -f "$link"): left as it is (this clone's runs do not use it)"
+    fi
+    return 0
+  fi
   mkdir -p "$root/custom"
-  ln -sfn "$REPO/custom/$EXT_NAME" "$root/custom/$EXT_NAME"
+  ln -s "$REPO/custom/$EXT_NAME" "$link"
 }
 
 # an editable install of a source folder, quiet unless it fails (setuptools prints notices on success)
@@ -102,7 +111,7 @@ cmd_tiny_if() {
 
 cmd_test() {
   local py root; py="$(python_bin)"
-  if root="$(threestudio_root)"; then link_extension "$root"; export THREESTUDIO_ROOT="$root"; fi
+  if root="$(threestudio_root)"; then export THREESTUDIO_ROOT="$root"; fi
   # no path given: pytest.ini's testpaths (tests/); a path given: only that
   cd "$REPO" && "$py" -m pytest "$@"
 }
@@ -113,25 +122,27 @@ cmd_threestudio() {
   if ! root="$(threestudio_root)"; then
     say "no threestudio checkout: set THREESTUDIO_ROOT or run 'bash launch.sh setup'"; exit 1
   fi
-  link_extension "$root"; export THREESTUDIO_ROOT="$root"
+  export THREESTUDIO_ROOT="$root"
   "$py" -m dreamsampler_launcher.run_threestudio "$mode" "$@"
 }
 
-# Every shipped config for a few steps on the tiny pipeline, on the CPU; lists the trial directories.
+# Every shipped config for a few steps on the miniature world model, on the CPU; lists the trial directories.
+# Trials accumulate under outputs/smoke (threestudio names each by its date); each call's logs get a folder of their own.
 cmd_smoke() {
-  local steps="${1:-2}" out="$REPO/outputs/smoke" config name trial failed=() trials=()
-  rm -rf "$out"; mkdir -p "$out"
+  local steps="${1:-2}" out="$REPO/outputs/smoke" logs config name trial failed=() trials=()
+  logs="$out/logs@$(date +%Y%m%d-%H%M%S)"; mkdir -p "$logs"
+  say "smoke: trials under $out (earlier ones are kept), logs in $logs"
   for config in "$REPO"/configs/*.yaml; do
     [ -e "$config" ] || { say "no configs in $REPO/configs"; return 0; }
     name="$(basename "$config" .yaml)"
     say "smoke: $name ($steps steps)"
     # threestudio writes <exp_root_dir>/<config name>/<tag>@<date>: outputs/smoke/<name>/<tag>@<date>
     if cmd_threestudio --train --config "$config" --cpu --smoke "$steps" "exp_root_dir=$out" \
-        >"$out/$name.log" 2>&1; then
-      trial="$(find "$out/$name" -mindepth 1 -maxdepth 1 -type d | head -n 1)"
+        >"$logs/$name.log" 2>&1; then
+      trial="$(ls -dt "$out/$name"/*/ | head -n 1)"
       trials+=("$name: $trial")
     else
-      failed+=("$name (log: $out/$name.log)")
+      failed+=("$name (log: $logs/$name.log)")
     fi
   done
   say "trial directories:"; printf '  %s\n' "${trials[@]}" >&2
@@ -147,5 +158,5 @@ case "${1:-}" in
   test) shift; if has_config "$@"; then cmd_threestudio --test "$@"; else cmd_test "$@"; fi ;;
   train|export) mode="--$1"; shift; cmd_threestudio "$mode" "$@" ;;
   smoke) shift; cmd_smoke "$@" ;;
-  *) sed -n '2,10p' "$0"; exit 2 ;;
+  *) sed -n '2,11p' "$0"; exit 2 ;;
 esac

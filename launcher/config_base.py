@@ -11,20 +11,17 @@ The file is merged over its base with ``OmegaConf.merge`` (mappings merge key by
 scalars are replaced, ``${...}`` interpolations stay unresolved until threestudio loads the result).
 threestudio's ``launch.py`` reads exactly one file and rejects unknown top-level keys, so
 ``run_threestudio.py`` writes the merged config to a file named by its content and hands that to
-launch.py; the trial's ``configs/raw.yaml`` is then the whole config. The ``# smoke:`` lines of the
-chain (base first) and its ``# smoke-world:`` lines are copied into that file, so ``--smoke`` applies them (``smoke.py``).
+launch.py; the trial's ``configs/raw.yaml`` is then the whole config. The smoke files of the chain
+(``smoke.py``) are read from the chain itself, before the merge.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import shlex
 from pathlib import Path
 from typing import List, Tuple, Union
 
 from omegaconf import DictConfig, OmegaConf
-
-from .smoke import config_smoke_lines
 
 BASE_KEY = "base"
 
@@ -52,10 +49,8 @@ def merged_config(path: Union[str, Path], out_dir: Union[str, Path]) -> Path:
     cfg, chain = load_with_base(path)
     if len(chain) == 1:
         return Path(path)
-    header = [f"# {chain[-1]} merged over {', '.join(map(str, reversed(chain[:-1])))} (written by config_base.py)"]
-    header += [f"# {tag}: {shlex.join(config_smoke_lines(f, tag))}" for tag in ("smoke", "smoke-world")
-               for f in chain if config_smoke_lines(f, tag)]
-    text = "\n".join(header) + "\n" + OmegaConf.to_yaml(cfg)
+    header = f"# {chain[-1]} merged over {', '.join(map(str, reversed(chain[:-1])))} (written by config_base.py)"
+    text = header + "\n" + OmegaConf.to_yaml(cfg)
     out = Path(out_dir) / f"{chain[-1].stem}-{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)

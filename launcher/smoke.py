@@ -1,27 +1,31 @@
-"""Overrides that turn a launch config into a few-step smoke run on the tiny offline pipeline.
+"""Overrides that turn a launch config into a few-step smoke run on the CPU, offline.
 
-Used by ``run_threestudio.py --smoke N`` (and so by ``launch.sh smoke`` and the host tests). In order:
+Used by ``run_threestudio.py --smoke N`` (the miniature world model) and ``--smoke-tiny N`` (the tiny random
+pipeline), and so by ``launch.sh smoke`` and the host tests. In order, later entries winning:
 
-1. generic, for the keys the config has: every ``pretrained_model_name_or_path`` under ``system`` ->
-   the tiny pipeline, a missing ``system.prompt_processor.prompt`` -> "a hamburger", NeRF renderers at 32
-   samples per ray, threestudio's ``random-camera-datamodule`` at 32x32 with 1 validation and 2 test
-   views, ``trainer.max_steps`` = ``trainer.val_check_interval`` = N (one validation, at the end);
-2. the config's own ``# smoke: key=value ...`` comment lines (for what only the config's author
-   knows: small canvases, a data folder, short warm-ups);
-3. the caller's overrides.
+1. generic, for the keys the config has: every ``pretrained_model_name_or_path`` under ``system`` -> the
+   model, a missing ``system.prompt_processor.prompt`` -> a prompt the model knows, NeRF renderers at 32
+   samples per ray, threestudio's ``random-camera-datamodule`` at 32x32, ``trainer.max_steps`` =
+   ``trainer.val_check_interval`` = N (one validation, at the end), one checkpoint (``last.ckpt``);
+2. the config's smoke file, ``<config folder>/smoke/<config file name>`` (for each config of a ``base:``
+   chain, the furthest base first): a YAML mapping with up to three sections in the config's own layout,
+   ``all`` (both flags), ``tiny`` (``--smoke-tiny``) and ``world`` (``--smoke``), for what only the config's
+   author knows: small canvases, a data scene, the settings measured to work on the miniature model;
+3. the caller's overrides. A caller's ``key=value`` replaces every earlier entry at ``key`` or below it, so
+   ``data.operator="{type: downsample, factor: 4}"`` is the whole operator, not merged into a smoke blur.
 
 A value still missing (``???``) after that is reported with the config file and the key to set.
 """
 from __future__ import annotations
 
-import shlex
+import json
 from pathlib import Path
-from typing import List
+from typing import Iterable, List
 
 from omegaconf import OmegaConf
 
-SMOKE_PROMPT = "a hamburger"
-WORLD_PROMPT = "a red sphere"
+TINY_PROMPT = "a hamburger"  # the tiny pipeline's weights are random: any prompt draws noise
+WORLD_PROMPT = "a red sphere"  # words the miniature world model was trained on
 SMOKE_SIZE = 32
 SMOKE_SAMPLES_PER_RAY = 32
 SMALL_DATA = {  # data modules of threestudio itself whose defaults render large eval views
@@ -34,15 +38,39 @@ SMALL_DATA = {  # data modules of threestudio itself whose defaults render large
         "n_test_views": 2,
     },
 }
+SECTIONS = ("all", "tiny", "world")
 
 
-def config_smoke_lines(config: Path, tag: str = "smoke") -> List[str]:
-    """The ``key=value`` overrides on the config's ``# <tag>:`` comment lines (``smoke`` or ``smoke-world``)."""
-    out, head = [], f"# {tag}:"
-    for line in Path(config).read_text().splitlines():
-        stripped = line.strip()
-        if stripped.startswith(head):
-            out += shlex.split(stripped[len(head) :])
+def smoke_file(config: Path) -> Path:
+    """Where the smoke settings of ``config`` live: ``<its folder>/smoke/<its file name>``."""
+    config = Path(config)
+    return config.parent / "smoke" / config.name
+
+
+def _dotlist(node, prefix: str = "") -> List[str]:
+    """``key=value`` overrides of every leaf of a mapping (lists are leaves; values as JSON, which YAML reads)."""
+    if OmegaConf.is_dict(node) or isinstance(node, dict):
+        out = []
+        for key, value in (node.items_ex(resolve=False) if OmegaConf.is_dict(node) else node.items()):
+            out += _dotlist(value, f"{prefix}.{key}" if prefix else str(key))
+        return out
+    if OmegaConf.is_list(node):
+        node = OmegaConf.to_container(node, resolve=False)
+    return [f"{prefix}={json.dumps(node)}"]
+
+
+def file_overrides(config: Path, world: bool) -> List[str]:
+    """The ``all`` section of ``config``'s smoke file, then its ``world`` or ``tiny`` section (none: [])."""
+    path = smoke_file(config)
+    if not path.is_file():
+        return []
+    sections = OmegaConf.load(path)
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise SystemExit(f"[smoke] {path}: unknown section(s) {unknown}; a smoke file has {', '.join(SECTIONS)}")
+    out = []
+    for name in ("all", "world" if world else "tiny"):
+        out += _dotlist(sections.get(name) or {})
     return out
 
 
@@ -57,8 +85,10 @@ def _model_keys(node: dict, prefix: str) -> List[str]:
     return keys
 
 
-def generic_overrides(cfg, steps: int, model: str, prompt: str = SMOKE_PROMPT) -> List[str]:
+def generic_overrides(cfg, steps: int, model: str, prompt: str = TINY_PROMPT) -> List[str]:
     out = [f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}"]
+    if OmegaConf.is_dict(cfg.get("checkpoint")):
+        out.append("checkpoint.save_top_k=0")  # last.ckpt only: a smoke run is small, its checkpoints need not be
     system = cfg.get("system") or {}
     out += [f"{key}={model}" for key in _model_keys(OmegaConf.to_container(system, resolve=False), "system")]
     prompt_processor = system.get("prompt_processor")
@@ -72,20 +102,33 @@ def generic_overrides(cfg, steps: int, model: str, prompt: str = SMOKE_PROMPT) -
     return out
 
 
-def smoke_overrides(config, steps: int, model: str, extra: List[str] = (), world: bool = False) -> List[str]:
-    """Overrides for an N-step smoke run of ``config`` on ``model`` (the world model when ``world``);
-    ``extra`` wins over the rest."""
-    config = Path(config)
-    cfg = OmegaConf.load(config)
-    overrides = generic_overrides(cfg, steps, model, WORLD_PROMPT if world else SMOKE_PROMPT) + config_smoke_lines(config)
-    if world:
-        overrides += config_smoke_lines(config, "smoke-world")
-    overrides += list(extra)
+def override_key(override: str) -> str:
+    return override.split("=", 1)[0].strip().lstrip("+~")
+
+
+def without_replaced(overrides: Iterable[str], user: Iterable[str]) -> List[str]:
+    """``overrides`` less those at or below a key the caller sets (the caller's value is taken whole)."""
+    keys = [override_key(u) for u in user]
+    covered = lambda k: any(k == u or k.startswith(u + ".") for u in keys)
+    return [o for o in overrides if not covered(override_key(o))]
+
+
+def smoke_overrides(chain: List[Path], steps: int, model: str, user: List[str] = (), world: bool = False) -> List[str]:
+    """Overrides for an N-step smoke run of the config ``chain`` (its ``base:`` chain, furthest base first; the
+    last file is the one given) on ``model`` (the miniature world model when ``world``); ``user`` wins."""
+    from .config_base import load_with_base
+
+    config = Path(chain[-1])
+    cfg, _ = load_with_base(config)
+    overrides = generic_overrides(cfg, steps, model, WORLD_PROMPT if world else TINY_PROMPT)
+    for path in chain:
+        overrides += file_overrides(path, world)
+    overrides = without_replaced(overrides, user) + list(user)
     merged = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
         raise SystemExit(
-            f"[smoke] {config}: no value for {', '.join(missing)}; add a `# smoke: {missing[0]}=...` "
-            "line to the config (or pass the override)"
+            f"[smoke] {config}: no value for {', '.join(missing)}; add it to {smoke_file(config)} "
+            "(or pass the override)"
         )
     return overrides

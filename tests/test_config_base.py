@@ -1,14 +1,10 @@
-"""``base:`` in launch configs (config_base.py, run_threestudio.expand_base); no threestudio needed."""
+"""``base:`` in launch configs (config_base.py) and the smoke files of a chain (smoke.py); no threestudio needed."""
 import pytest
 from omegaconf import OmegaConf
 
-from dreamsampler_launcher import run_threestudio
 from dreamsampler_launcher.config_base import load_with_base, merged_config
-from dreamsampler_launcher.smoke import config_smoke_lines
 
 BASE = """\
-# smoke: system.size=8 'system.prompt="a b"'
-# smoke-world: system.image=world:1
 name: base
 system:
   prompt: ???
@@ -31,7 +27,7 @@ def chain(tmp_path):
     (tmp_path / "sub" / "mid.yaml").write_text(
         "base: ../base.yaml\nname: mid\nsystem:\n  guidance:\n    mode: sds\n  ops: [3]\n")
     (tmp_path / "sub" / "leaf.yaml").write_text(
-        "# smoke: system.size=4\nbase: mid.yaml\nname: leaf\nsystem:\n  guidance:\n    scale: 10.\n"
+        "base: mid.yaml\nname: leaf\nsystem:\n  guidance:\n    scale: 10.\n"
         "    pp: ${system.prompt}\n")
     return tmp_path
 
@@ -49,13 +45,10 @@ def test_a_chain_merges_key_by_key_and_keeps_interpolations(chain):
     assert cfg.system.guidance.pp == "x" and cfg.system.guidance.steps == 10  # resolved at load time, not merge time
 
 
-def test_the_merged_file_is_the_whole_config_with_the_chains_smoke_lines(chain, tmp_path):
+def test_the_merged_file_is_the_whole_config(chain, tmp_path):
     out = merged_config(chain / "sub" / "leaf.yaml", tmp_path / "merged")
     assert out.parent == tmp_path / "merged" and out.name.startswith("leaf-")
     assert OmegaConf.load(out) == load_with_base(chain / "sub" / "leaf.yaml")[0]
-    # base's lines first, so the variant's win when smoke.py applies them in order
-    assert config_smoke_lines(out) == ['system.size=8', 'system.prompt="a b"', "system.size=4"]
-    assert config_smoke_lines(out, "smoke-world") == ["system.image=world:1"]
     assert merged_config(chain / "sub" / "leaf.yaml", tmp_path / "merged") == out  # named by content
     (chain / "sub" / "leaf.yaml").write_text((chain / "sub" / "leaf.yaml").read_text().replace("10.", "11."))
     assert merged_config(chain / "sub" / "leaf.yaml", tmp_path / "merged") != out
@@ -64,18 +57,6 @@ def test_the_merged_file_is_the_whole_config_with_the_chains_smoke_lines(chain, 
 def test_a_config_without_base_is_used_as_it_is(chain, tmp_path):
     assert merged_config(chain / "base.yaml", tmp_path / "merged") == chain / "base.yaml"
     assert not (tmp_path / "merged").exists()
-    argv = ["--config", str(chain / "base.yaml"), "--train"]
-    assert run_threestudio.expand_base(argv) == argv
-
-
-def test_expand_base_points_launch_py_at_the_merged_file(chain, monkeypatch, tmp_path):
-    monkeypatch.setattr(run_threestudio, "MERGED_CONFIGS", tmp_path / "merged")
-    leaf = str(chain / "sub" / "leaf.yaml")
-    for argv in (["--train", "--config", leaf, "x=1"], ["--train", "--config=" + leaf, "x=1"]):
-        got = run_threestudio.expand_base(argv)
-        merged = run_threestudio.config_path(got)
-        assert merged != leaf and OmegaConf.load(merged).name == "leaf"
-        assert got[0] == "--train" and got[-1] == "x=1" and len(got) == len(argv)
 
 
 def test_bad_bases_are_reported_with_the_file(chain, tmp_path):
@@ -89,17 +70,27 @@ def test_bad_bases_are_reported_with_the_file(chain, tmp_path):
     (chain / "empty.yaml").write_text("base: ''\n")
     with pytest.raises(ValueError, match="must be the path"):
         load_with_base(chain / "empty.yaml")
-    with pytest.raises(SystemExit, match=r"\[run_threestudio\] --config .*orphan.yaml"):
-        run_threestudio.expand_base(["--config", str(chain / "orphan.yaml")])
 
 
-def test_smoke_on_the_world_model_adds_the_configs_world_lines(chain):
-    """--smoke: the world model with the chain's # smoke-world: lines; --smoke-tiny: without them."""
+def test_smoke_files_of_a_chain_apply_base_first_and_the_caller_last(chain):
+    """--smoke: the chain's ``all`` then ``world`` sections; --smoke-tiny: ``all`` then ``tiny``; a caller's key
+    replaces every smoke entry at or below it."""
     from dreamsampler_launcher.smoke import smoke_overrides
 
-    leaf = chain / "sub" / "leaf.yaml"
-    merged = merged_config(leaf, chain / "merged")
-    world = smoke_overrides(merged, 3, "MODEL", ["system.size=2"], world=True)
-    tiny = smoke_overrides(merged, 3, "MODEL", ["system.size=2"])
-    assert world == tiny[:-1] + ["system.image=world:1", "system.size=2"]  # the caller's overrides still last
-    assert "trainer.max_steps=3" in tiny and "system.size=4" in tiny
+    (chain / "smoke").mkdir()
+    (chain / "smoke" / "base.yaml").write_text(
+        'all:\n  system: {size: 8, prompt: "a b"}\nworld:\n  system:\n    image: "world:1"\n    op: {type: blur, k: 5}\n'
+        "tiny:\n  system: {image: skimage:cat}\n")
+    (chain / "sub" / "smoke").mkdir()
+    (chain / "sub" / "smoke" / "leaf.yaml").write_text("all:\n  system: {size: 4}\n")
+    _, files = load_with_base(chain / "sub" / "leaf.yaml")
+    world = smoke_overrides(files, 3, "MODEL", ["system.op={type: down, f: 4}"], world=True)
+    tiny = smoke_overrides(files, 3, "MODEL", ["system.size=2"])
+    assert "trainer.max_steps=3" in tiny and "checkpoint.save_top_k=0" not in tiny  # the chain has no checkpoint key
+    assert world[-5:] == ['system.size=8', 'system.prompt="a b"', 'system.image="world:1"', "system.size=4",
+                          "system.op={type: down, f: 4}"]  # the caller's operator whole, not merged into the blur
+    assert tiny[-3:] == ['system.prompt="a b"', 'system.image="skimage:cat"', "system.size=2"]
+    assert not [o for o in tiny if o.startswith("system.size=") and o != "system.size=2"]
+    (chain / "smoke" / "base.yaml").write_text("wrld: {}\n")
+    with pytest.raises(SystemExit, match="unknown section"):
+        smoke_overrides(files, 3, "MODEL")

@@ -1,4 +1,4 @@
-"""The launcher's argument handling (no threestudio needed): config paths and where outputs land."""
+"""The launcher's argument handling (no threestudio needed): the command line, config paths, where outputs land."""
 import os
 
 import pytest
@@ -14,23 +14,52 @@ def write_config(tmp_path, exp_root_dir):
 
 def test_relative_outputs_are_anchored_where_the_user_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    argv = ["--config", write_config(tmp_path, "outputs"), "--train"]
-    assert run_threestudio.outputs_here(argv) == argv + [f"exp_root_dir={tmp_path / 'outputs'}"]
+    cfg = run_threestudio.run_config(write_config(tmp_path, "outputs"), [])
+    assert run_threestudio.outputs_here(cfg, []) == [f"exp_root_dir={tmp_path / 'outputs'}"]
 
 
 @pytest.mark.parametrize("extra", [["exp_root_dir=mine"], []])
 def test_explicit_or_absolute_outputs_are_left_alone(tmp_path, monkeypatch, extra):
     monkeypatch.chdir(tmp_path)
     exp = "outputs" if extra else str(tmp_path / "abs")
-    argv = ["--config", write_config(tmp_path, exp), "--train", *extra]
-    assert run_threestudio.outputs_here(argv) == argv
+    cfg = run_threestudio.run_config(write_config(tmp_path, exp), extra)
+    assert run_threestudio.outputs_here(cfg, extra) == []
 
 
-def test_missing_config_names_the_path(tmp_path):
-    with pytest.raises(SystemExit, match="--config nope.yaml: no such file"):
-        run_threestudio.absolute_config(["--config", "nope.yaml"])
-    argv = run_threestudio.absolute_config(["--config=" + write_config(tmp_path, "o")])
-    assert os.path.isabs(argv[0].split("=", 1)[1])
+def test_the_command_line_is_parsed_once(tmp_path, monkeypatch):
+    config = write_config(tmp_path, "o")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv(run_threestudio.CPU_ENV, raising=False)
+    args = run_threestudio.LaunchArgs.parse(["--test", "--config=" + config, "--gpu", "0,1", "--cpu", "--smoke", "5",
+                                             "--verbose", "system.prompt=a red sphere", "x=1"])
+    assert (args.mode, args.config, args.gpu, args.cpu, args.smoke, args.smoke_steps) == ("--test", config, "0,1", True, "world", 5)
+    assert args.flags == ["--verbose"] and args.overrides == ["system.prompt=a red sphere", "x=1"]
+    assert args.n_processes() == 2
+    assert args.launch_argv() == ["--config", config, "--test", "--gpu", "0,1", "--verbose", "system.prompt=a red sphere", "x=1"]
+    assert run_threestudio.LaunchArgs.parse(["--config", config, "--smoke-tiny", "2"]).smoke == "tiny"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--config", "nope.yaml"], "--config nope.yaml: no such file"),
+    (["--train"], "the following arguments are required: --config"),
+    (["--config", "{c}", "--smoke", "0"], "--smoke: takes a number of steps >= 1"),
+    (["--config", "{c}", "--smoke", "2", "--smoke-tiny", "2"], "not allowed with argument"),
+    (["--config", "{c}", "--train", "--test"], "not allowed with argument"),
+    (["--config", "{c}", "--cpus"], "unrecognized argument(s) --cpus"),
+    (["--config", "{c}", "a-word"], "unrecognized argument(s) a-word"),
+])
+def test_a_bad_command_line_is_one_line(tmp_path, argv, message):
+    c = write_config(tmp_path, "o")
+    with pytest.raises(SystemExit) as err:
+        run_threestudio.LaunchArgs.parse([a.format(c=c) for a in argv])
+    assert message in str(err.value) and str(err.value).startswith("[run_threestudio]") and "\n" not in str(err.value)
+
+
+def test_an_override_that_does_not_fit_names_itself(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("system:\n  operator: [{type: blur}]\n")
+    with pytest.raises(SystemExit, match=r"system.operator=\{type: noise\}: does not apply .* system.operator is a list"):
+        run_threestudio.run_config(str(config), ["x=1", "system.operator={type: noise}"])
 
 
 # ------------------------------------------------------- user paths, the schedule
@@ -42,7 +71,7 @@ def anchored(tmp_path, monkeypatch, config_text, overrides, root=None):
     user = tmp_path / "user"
     user.mkdir(exist_ok=True)
     monkeypatch.chdir(user)
-    cfg = run_threestudio.run_config(["--config", str(config), *overrides])
+    cfg = run_threestudio.run_config(str(config), overrides)
     return anchor_paths(cfg, os.getcwd(), str(root or tmp_path / "threestudio")), user
 
 
@@ -87,18 +116,20 @@ def test_a_missing_relative_path_names_the_field_and_the_paths_tried(tmp_path, m
 def test_the_schedule_follows_the_run_unless_set(tmp_path, guidance, field, expected):
     config = tmp_path / "c.yaml"
     config.write_text(f"system:\n  guidance_type: {guidance}\n  guidance:\n    guidance_scale: 7.5\n{field}trainer:\n  max_steps: 30\n")
-    follows = lambda argv: run_threestudio.schedule_follows_the_run(run_threestudio.run_config(argv))
-    assert follows(["--config", str(config)]) == expected
-    override = follows(["--config", str(config), f"system.guidance_type={guidance}"])
+    follows = lambda overrides: run_threestudio.schedule_follows_the_run(run_threestudio.run_config(str(config), overrides))
+    assert follows([]) == expected
+    override = follows([f"system.guidance_type={guidance}"])
     assert override == expected
 
 
 def test_an_empty_field_the_tag_is_made_from_is_named(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text('tag: "${rmspace:${data.caption},_}"\ndata:\n  caption: ""\n')
+    from dreamsampler_launcher.check_config import check_tag_fields
+
     with pytest.raises(SystemExit, match="data.caption is empty"):
-        run_threestudio.check_tag_fields(run_threestudio.run_config(["--config", str(config), "data.caption=null"]))
-    run_threestudio.check_tag_fields(run_threestudio.run_config(["--config", str(config), "data.caption=a cube"]))
+        check_tag_fields(run_threestudio.run_config(str(config), ["data.caption=null"]))
+    check_tag_fields(run_threestudio.run_config(str(config), ["data.caption=a cube"]))
 
 
 def test_known_third_party_warnings_are_silenced_and_ours_are_not():

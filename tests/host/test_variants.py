@@ -71,7 +71,7 @@ def test_variant_validates_in_threestudio(variant, ts, tiny_sd, corrective, tmp_
     from threestudio.utils.config import load_config, parse_structured
 
     path = merged_config(variant, tmp_path)
-    overrides = smoke_overrides(path, STEPS, tiny_sd, extra_overrides(variant, corrective))
+    overrides = smoke_overrides(load_with_base(variant)[1], STEPS, tiny_sd, extra_overrides(variant, corrective))
     cfg = load_config(str(path), cli_args=overrides)
     system = parse_structured(ts.find(cfg.system_type).Config, cfg.system)
     guidance = parse_structured(ts.find(system.guidance_type).Config, system.guidance)

@@ -34,14 +34,27 @@ from dreamsampler.inverse.operators import build_operator
 from dreamsampler.multiview.cameras import look_at, novel_c2w, orbit_positions, rays, spherical
 from dreamsampler.multiview.procedural import scene_views
 from dreamsampler.multiview.views import RingSpec, Views, check_ground_truth, load_views
+from dreamsampler.world.scenes import object_scene_views
 
 PROCEDURAL = "procedural"
+WORLD = "world:"  # world:<index>: held-out world object <index> on the world's ring, with 8 held-out views
+
+
+def built_in_scene(dataroot: str) -> bool:
+    return dataroot == PROCEDURAL or str(dataroot).startswith(WORLD)
+
+
+def world_index(dataroot: str) -> int:
+    index = dataroot[len(WORLD):]
+    if not index.isdigit():
+        raise ValueError(f"data.dataroot={dataroot!r}: a world scene is {WORLD}<index>, e.g. {WORLD}5 (a red sphere)")
+    return int(index)
 
 
 @dataclass
 class DegradedMultiviewDataModuleConfig:
-    dataroot: str = ""  # folder of degraded views (clean views with apply_operator), or "procedural"
-    procedural_size: int = 64  # image size of the procedural scene
+    dataroot: str = ""  # folder of degraded views (clean views with apply_operator), "procedural" or "world:<index>"
+    procedural_size: int = 64  # image size of a built-in scene (procedural, world:<index>)
     caption: str = ""  # the text condition c_y (system.prompt_processor.prompt: ${data.caption})
     operator: dict = field(default_factory=dict)  # e.g. {"type": "blur", "kernel_size": 5, "sigma": 10.0}
     apply_operator: bool = False  # y = A(views of dataroot); those views become the ground truth
@@ -62,27 +75,38 @@ class DegradedMultiviewDataModuleConfig:
     rays_d_normalize: bool = True
 
 
+def check_config(cfg: DegradedMultiviewDataModuleConfig):
+    """The fields' values, checked before anything is loaded; returns the operator A."""
+    if not isinstance(cfg.caption, str) or not cfg.caption.strip():
+        raise ValueError("data.caption is missing: give the text that describes the views, e.g. data.caption=\"a red chair\"")
+    if not cfg.dataroot:
+        raise ValueError("data.dataroot is missing: the folder of views (transforms.json + images, or images only)")
+    if str(cfg.dataroot).startswith(WORLD):
+        world_index(cfg.dataroot)
+    try:
+        return build_operator(dict(cfg.operator))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"data.operator={dict(cfg.operator)} is invalid: {exc}") from exc
+
+
 class DegradedViews:
     """The loaded, checked data shared by the three splits."""
 
     def __init__(self, cfg: DegradedMultiviewDataModuleConfig) -> None:
-        if not isinstance(cfg.caption, str) or not cfg.caption.strip():
-            raise ValueError("data.caption is missing: give the text that describes the views, e.g. data.caption=\"a red chair\"")
-        if not cfg.dataroot:
-            raise ValueError("data.dataroot is missing: the folder of views (transforms.json + images, or images only)")
-        try:
-            self.operator = build_operator(dict(cfg.operator))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"data.operator={dict(cfg.operator)} is invalid: {exc}") from exc
+        self.operator = check_config(cfg)
         ring = RingSpec(cfg.ring_views, cfg.ring_elevation_deg, cfg.ring_distance, cfg.ring_fovy_deg)
-        procedural = cfg.dataroot == PROCEDURAL
+        procedural = built_in_scene(cfg.dataroot)
+        world_heldout = None
         if procedural:
             if cfg.gt_root:
                 raise ValueError(
-                    f"data.gt_root={cfg.gt_root} is not used with data.dataroot={PROCEDURAL}: "
-                    "the procedural scene's clean views are its ground truth"
+                    f"data.gt_root={cfg.gt_root} is not used with data.dataroot={cfg.dataroot}: "
+                    "a built-in scene's clean views are its ground truth"
                 )
-            views = scene_views(cfg.procedural_size, ring)
+            if cfg.dataroot == PROCEDURAL:
+                views = scene_views(cfg.procedural_size, ring)
+            else:
+                views, world_heldout, _ = object_scene_views(world_index(cfg.dataroot), cfg.procedural_size)
         else:
             views = load_views(cfg.dataroot, cfg.cameras, ring, cfg.background_color)
         self.c2w = views.c2w
@@ -103,7 +127,7 @@ class DegradedViews:
             gt = load_views(cfg.gt_root, cfg.cameras, ring, cfg.background_color)
             check_ground_truth(views, gt, (self.height, self.width))
             self.gt = bhwc(gt.images)
-        self.heldout: Optional[Views] = None
+        self.heldout: Optional[Views] = world_heldout
         if cfg.heldout_root:
             self.heldout = load_views(cfg.heldout_root, "transforms", ring, cfg.background_color)
             if (self.heldout.height, self.heldout.width, round(self.heldout.focal, 3)) != (self.height, self.width, round(self.focal, 3)):
@@ -211,6 +235,8 @@ class EvalViews(Dataset):
 
 @threestudio.register("dreamsampler-multiview-datamodule")
 class DegradedMultiviewDataModule(pl.LightningDataModule):
+    Config = DegradedMultiviewDataModuleConfig
+    check_config = staticmethod(check_config)
     cfg: DegradedMultiviewDataModuleConfig
 
     def __init__(self, cfg: Optional[Union[dict, DictConfig]] = None) -> None:

@@ -44,12 +44,19 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
     cfg: Config
     RUN_SHAPING = DreamSamplerNeRF.RUN_SHAPING + ("warmup_steps",)
 
+    @staticmethod
+    def check_config(cfg: "DreamSamplerDegradedNeRF.Config"):
+        """The fields' values, checked before anything is loaded (also by the launcher); returns the operator A."""
+        if cfg.warmup_steps < 0:
+            raise ValueError(f"system.warmup_steps must be >= 0, got {cfg.warmup_steps}")
+        try:
+            return build_operator(dict(cfg.operator))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"system.operator={dict(cfg.operator)} is invalid (set it to ${{data.operator}}): {exc}") from exc
+
     def configure(self) -> None:
         super().configure()
-        try:
-            self.operator = build_operator(dict(self.cfg.operator))
-        except ValueError as exc:
-            raise ValueError(f"system.operator={dict(self.cfg.operator)} is invalid (set it to ${{data.operator}}): {exc}") from exc
+        self.operator = self.check_config(self.cfg)
         self._lpips_fn, self._lpips_loaded = None, False
         self._use_lpips_loss = False
         self._eval_rows: List[Dict[str, Any]] = []
@@ -104,7 +111,7 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
                 loss = loss + w_dc * loss_dc
             if "loss_pixel" in guidance_out:
                 loss = loss + self.C(self.cfg.loss.lambda_pixel) * guidance_out["loss_pixel"]
-            for name in ("loss_sds", "loss_pixel", "grad_norm", "timestep", "carried_rms"):
+            for name in ("loss_sds", "loss_pixel", "grad_norm", "timestep", "carried_rms", "unet_evals"):
                 if name in guidance_out:
                     self.log(f"train/{name}", guidance_out[name])
             self.log("train/gamma", gamma)

@@ -38,7 +38,7 @@ from dreamsampler.diffusion.process import forward_noise
 from dreamsampler.diffusion.schedules import ReverseSchedule
 from dreamsampler.image_io import latent_mask, read_image, read_mask, rect_mask, square_resize, to_uint8
 
-from ..guidance.diffusion_model import load_diffusion_components
+from ..guidance.diffusion_model import load_diffusion_components, weights_dtype
 from .image_tasks import TASKS
 from .run_fingerprint import RunFingerprintMixin
 
@@ -87,9 +87,9 @@ class DreamSamplerImage(RunFingerprintMixin, BaseSystem):
     # ------------------------------------------------------------------ set-up
     def configure(self) -> None:
         cfg = self.cfg
-        self._validate()
+        self.task = self.check_config(cfg)
         device = get_device()
-        dtype = torch.float16 if cfg.half_precision_weights and device.type == "cuda" else torch.float32
+        dtype = weights_dtype(cfg.half_precision_weights, device)
         field_name = "system.pretrained_model_name_or_path"
         if is_pixel_space(cfg.pretrained_model_name_or_path, field_name):  # before any weights are loaded
             raise ValueError(
@@ -116,22 +116,24 @@ class DreamSamplerImage(RunFingerprintMixin, BaseSystem):
         self.strip_steps = [int(s) for s in np.linspace(0, cfg.nfe - 1, k).round()]
         self.register_buffer("z0_strip", torch.zeros(k, *self.psi.shape[1:]))
 
-    def _validate(self) -> None:
-        cfg = self.cfg
+    @staticmethod
+    def check_config(cfg: "DreamSamplerImage.Config"):
+        """The fields' values, checked before any model is loaded (also by the launcher); returns the task."""
         if cfg.task not in TASKS:
             raise ValueError(f"system.task={cfg.task!r} is unknown; choose one of {tuple(TASKS)}")
         if int(cfg.nfe) < 1:
             raise ValueError(f"system.nfe (= trainer.max_steps) must be >= 1, got {cfg.nfe}")
         if cfg.init not in INITS:
             raise ValueError(f"system.init={cfg.init!r} is unknown; choose one of {INITS}")
-        self.task = TASKS[cfg.task](cfg)
-        self.task.validate()
+        task = TASKS[cfg.task](cfg)
+        task.validate()
         for n, region in enumerate(cfg.regions):
             where = f"system.regions[{n}]"
             if not str(region.get("prompt", "")).strip():
                 raise ValueError(f"{where}.prompt is empty: each region needs the text for its area")
             if ("mask" in region) == ("rect" in region):
                 raise ValueError(f"{where} needs exactly one of 'mask' (an image file) or 'rect' ([x0, y0, x1, y1])")
+        return task
 
     def _load_inputs(self, device) -> None:
         """Source image, masks and text embeddings; then what the task itself prepares."""

@@ -153,6 +153,10 @@ class Restore(InverseTask):
         super().__init__(cfg)
         self.reads_image = not cfg.measurement
 
+    def validate(self) -> None:
+        super().validate()
+        self.operator(None)  # a bad system.operator is named before any model is loaded
+
     def operator(self, system):
         spec = OmegaConf.to_container(self.cfg.operator) if OmegaConf.is_config(self.cfg.operator) else self.cfg.operator
         try:

@@ -89,8 +89,17 @@ class DreamSamplerSVG(RunFingerprintMixin, GuidanceStateMixin, BaseSystem):
     cfg: Config
     RUN_SHAPING = ("canvas_size", "num_paths", "num_segments", "guidance_type", "guidance.mode")
 
+    @staticmethod
+    def check_config(cfg: "DreamSamplerSVG.Config"):
+        """The fields' values, checked before any model is loaded (also by the launcher); returns the operator A."""
+        try:
+            return build_operator(dict(cfg.operator))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"system.operator={dict(cfg.operator)} is invalid: {exc}") from exc
+
     def configure(self) -> None:
         cfg = self.cfg
+        self.operator = self.check_config(cfg)
         if cfg.canvas_size is None:
             model = self.cfg.guidance.get("pretrained_model_name_or_path")
             if not model:
@@ -106,7 +115,6 @@ class DreamSamplerSVG(RunFingerprintMixin, GuidanceStateMixin, BaseSystem):
         self.colors = nn.Parameter(scene.colors)
         self.opacity = nn.Parameter(scene.opacity)
         self.background_rgb = nn.Parameter(scene.background)
-        self.operator = build_operator(dict(cfg.operator))
         if cfg.measurement is not None:
             clean, y = None, load_image(cfg.measurement)[None]
             self.operator.check_measurement(y, size, size)
@@ -155,6 +163,7 @@ class DreamSamplerSVG(RunFingerprintMixin, GuidanceStateMixin, BaseSystem):
             loss = loss + w_sds * out["loss_sds"]
             self.log("train/loss_sds", out["loss_sds"])
             self.log("train/grad_norm", out["grad_norm"])
+            self.log("train/unet_evals", out["unet_evals"])
             if "carried_rms" in out:
                 self.log("train/carried_rms", out["carried_rms"])
         for name, value in (("loss_dc", loss_dc), ("loss_xing", loss_xing), ("gamma", gamma),

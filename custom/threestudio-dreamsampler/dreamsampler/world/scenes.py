@@ -20,10 +20,11 @@ import os
 import torch
 
 from ..inverse.operators import build_operator
-from ..multiview.views import write_views
+from ..multiview.views import Views, write_views
 from .attributes import Attributes, Camera
 from .cameras import RING_DISTANCE, RING_ELEVATION, RING_FOVY, RING_VIEWS, camera_to_world, ring_azimuths
 from .captions import phrase
+from .dataset import SPLIT_OFFSETS
 from .objects import renderer_for, sample_object_attrs
 
 HELDOUT_ELEVATIONS = (15.0, 45.0)
@@ -46,11 +47,32 @@ def render_cameras(attrs: Attributes, cameras: list, size: int) -> tuple:
     return torch.stack([render(m, c.fovy, size, size) for m, c in zip(c2w, cameras)]), c2w
 
 
+def object_attrs(seed: int) -> Attributes:
+    """The world object drawn with ``seed`` (one object, placed for the ring's first camera)."""
+    return sample_object_attrs(torch.Generator().manual_seed(seed), camera=ring_cameras()[0])
+
+
+def scene_caption(seed: int) -> str:
+    """The caption of :func:`object_attrs` (``a red sphere``: threestudio's prompt processor adds the view)."""
+    attrs = object_attrs(seed)
+    return phrase(attrs.colours[0], attrs.shapes[0])
+
+
+def object_scene_views(index: int, size: int, heldout: int = 8) -> tuple:
+    """(ring views, held-out views, caption) of held-out world object ``index`` (seed: the eval split's
+    offset + ``index``), in memory: what ``data.dataroot=world:<index>`` reads."""
+    seed = SPLIT_OFFSETS["eval"] + index
+    attrs = object_attrs(seed)
+    focal = 0.5 * size / math.tan(0.5 * math.radians(RING_FOVY))
+    views = [Views(*render_cameras(attrs, cams, size), focal, []) for cams in (ring_cameras(), heldout_cameras(heldout))]
+    return views[0], views[1], scene_caption(seed)
+
+
 def make_object_scene(out_dir: str, seed: int, size: int, operator: dict, heldout: int = 8) -> dict:
     """Write ``clean/``, ``degraded/`` and ``heldout/`` for the object drawn with ``seed``; returns the
     folders, the caption (``a red sphere``: threestudio's prompt processor adds the view), the operator
     and the attributes."""
-    attrs = sample_object_attrs(torch.Generator().manual_seed(seed), camera=ring_cameras()[0])
+    attrs = object_attrs(seed)
     fov = math.radians(RING_FOVY)
     clean, c2w = render_cameras(attrs, ring_cameras(), size)
     with torch.no_grad():
