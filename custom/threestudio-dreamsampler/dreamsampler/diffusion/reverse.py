@@ -12,12 +12,12 @@ when ``set_alpha_to_one``), so an identity generator with CFG reproduces diffuse
 """
 from __future__ import annotations
 
-from typing import Callable, List, NamedTuple, Sequence
+from typing import Callable, List, NamedTuple, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-from .process import Latent, cfg, forward_noise, tweedie
+from .process import Latent, cfg, ddim_sigma, forward_noise, scalar_like, tweedie
 from .schedules import ReverseSchedule
 
 # eps_theta(z_t [B, C, h, w], t, text embeddings [B, L, D]) -> [B, C, h, w]
@@ -59,6 +59,46 @@ def ddim_invert(eps_fn: EpsFn, z0: Latent, schedule: ReverseSchedule, emb: Tenso
         z = forward_noise(tweedie(z, eps, a_cur), eps, schedule.alpha(i))
         a_cur = schedule.alpha(i)
     return z
+
+
+def ddim_invert_noise(
+    eps_fn: Callable[[Tensor, int], Tensor],
+    z0: Latent,
+    timesteps: Sequence[int],
+    alphas_cumprod: Tensor,
+    initial_alpha: float,
+    eta: float = 0.0,
+    randn_like: Callable[[Tensor], Tensor] = torch.randn_like,
+) -> Tuple[Latent, Latent]:
+    """SDI's DDIM inversion of a clean latent: ``(z_K, kappa)``, the latent at the last timestep and the
+    noise estimate ``kappa = (z_K - sqrt(a_K) z0) / sqrt(1 - a_K)``.
+
+    SDI (Lukoianov et al. 2024, "Score Distillation via Reparametrized DDIM", arXiv:2405.15891) replaces
+    SDS's i.i.d. noise by the noise kappa^t_y(x0) found by inverting DDIM from the render x0 with the
+    prompt y. With levels ``a_i = abar[t_i]`` (``initial_alpha`` for a negative timestep: diffusers'
+    ``initial_alpha_cumprod``, 1 or abar_0 by ``set_alpha_to_one``), each step from ``t_i`` to the next,
+    noisier ``t_{i+1}`` evaluates ``eps_fn`` (the guided prediction) at ``t_i`` and runs DDIM's update
+    (Song et al. 2021, arXiv:2010.02502, eq. 12) upwards, with SDI's stochastic term added on top:
+
+        eps     = eps_fn(z, t_i)
+        z      <- sqrt(a_{i+1}) Tweedie(z, eps, a_i) + sqrt(1 - a_{i+1}) eps + eta sigma_i e
+        sigma_i = sqrt((1 - a_i) / (1 - a_{i+1})) sqrt(1 - a_{i+1} / a_i)   (DDIM's sigma between the levels)
+
+    ``e = randn_like(z)`` is drawn at every step whatever ``eta`` (as threestudio's
+    ``stable-diffusion-sdi-guidance`` does, so both consume the same random numbers). With ``eta = 0``
+    each step is diffusers' ``DDIMInverseScheduler.step`` given the prediction at ``t_i``.
+    """
+    def level(t: int) -> float:
+        return float(initial_alpha) if int(t) < 0 else float(alphas_cumprod[int(t)])
+
+    z = z0
+    for t_from, t_to in zip(timesteps[:-1], timesteps[1:]):
+        a_from, a_to = level(t_from), level(t_to)
+        eps = eps_fn(z, int(t_from))
+        e = randn_like(z)
+        z = forward_noise(tweedie(z, eps, a_from), eps, a_to) + ddim_sigma(a_to, a_from, eta, z) * e
+    a_k = scalar_like(level(timesteps[-1]), z)
+    return z, (z - a_k.sqrt() * z0) / (1 - a_k).sqrt()
 
 
 StepFn = Callable[[Tensor, int], Step]

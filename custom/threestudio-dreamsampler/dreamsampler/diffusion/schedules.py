@@ -52,6 +52,43 @@ def decreasing_timesteps(
     return t.round().long()
 
 
+def inversion_timesteps(
+    invert_to: int,
+    n_steps: int,
+    num_train_timesteps: int = 1000,
+    delta: int = 0,
+    spacing: str = "leading",
+    steps_offset: int = 0,
+) -> list:
+    """Ascending timesteps of SDI's DDIM inversion of a clean latent up to ``invert_to + delta``.
+
+    SDI (Lukoianov et al. 2024, "Score Distillation via Reparametrized DDIM", arXiv:2405.15891) takes
+    the noise of each update from a DDIM inversion of the render with ``n_steps`` inference steps: the
+    grid of a DDIM sampler with ``n_steps`` steps (diffusers' ``leading`` or ``trailing`` spacing, with
+    ``steps_offset``) below ``invert_to``, started one grid step below the first (a negative timestep:
+    the clean level, see :func:`dreamsampler.diffusion.reverse.ddim_invert_noise`) and ended at
+    ``min(invert_to + delta, T - 1)``; ``delta`` in ``[0, T / n_steps)`` is drawn by the caller (the
+    threestudio implementation, ``stable-diffusion-sdi-guidance``, ends a random fraction of a grid step
+    past t). When no grid timestep lies below ``invert_to`` the path is the start and the end alone.
+    """
+    import numpy as np
+
+    T, n = int(num_train_timesteps), int(n_steps)
+    if not 1 <= n <= T:
+        raise ValueError(f"the number of inversion steps must lie in [1, {T}], got {n}")
+    if spacing == "leading":
+        ratio = T // n
+        grid = (np.arange(0, n) * ratio).round().astype(np.int64) + int(steps_offset)
+    elif spacing == "trailing":
+        ratio = T / n
+        grid = np.round(np.arange(T, 0, -ratio)[::-1]).astype(np.int64) - 1
+    else:
+        raise ValueError(f"timestep spacing {spacing!r} is not supported; choose 'leading' or 'trailing'")
+    below = [int(x) for x in grid if x < int(invert_to)]
+    start = int((below[0] if below else int(grid[0])) - ratio)
+    return [start] + below + [min(int(invert_to) + int(delta), T - 1)]
+
+
 def index_for_step(global_step: int, steps_per_timestep: int, num_indices: int) -> int:
     """The schedule index an optimizer step uses (clamped to the last index after the run)."""
     return min(max(int(global_step), 0) // int(steps_per_timestep), int(num_indices) - 1)

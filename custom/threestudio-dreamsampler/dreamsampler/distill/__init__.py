@@ -8,6 +8,7 @@ from .modes import (
     dds_distillation,
     lmc_distillation,
     score_distillation,
+    sdi_gradient,
     sds_gradient,
     source_prompt,
 )

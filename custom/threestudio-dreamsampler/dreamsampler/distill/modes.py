@@ -22,6 +22,14 @@ processor asks for it), then :func:`sds_gradient`; ``benchmarks/compare.py`` cal
   same z_t, one step of size sqrt(1-a)/sqrt(a) from z0^(null) is Tweedie with CFG w (Theorem 1).
 - ``lmc`` (LMC-SDS: Alldieck, Kolotouros, Sminchisescu 2024, arXiv:2401.05293): L_cond + L_lmc with
   the learned corrective k_psi (see :mod:`dreamsampler.distill.lmc`).
+- ``sdi`` (Score Distillation via Inversion: Lukoianov et al. 2024, "Score Distillation via
+  Reparametrized DDIM", arXiv:2405.15891): the noised latent z_t is not forward-noised with i.i.d. noise
+  but found by a DDIM inversion of the render conditioned on the prompt (its noise kappa^t_y,
+  :func:`dreamsampler.diffusion.reverse.ddim_invert_noise`, on the path of
+  :func:`dreamsampler.diffusion.schedules.inversion_timesteps`); d = z - Tweedie(z_t, eps_w, abar_t)
+  (:func:`sdi_gradient`), the render minus its one-step denoised target, without w(t). The guidance
+  composes it (its inversion and target use its own ``predict_noise``, so Perp-Neg too), as
+  threestudio's ``stable-diffusion-sdi-guidance`` does, whose loss 0.5 * mean((z - target)^2) / B it returns.
 """
 from __future__ import annotations
 
@@ -31,10 +39,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..diffusion.process import cfg
+from ..diffusion.process import cfg, tweedie
 from .lmc import Corrective, lmc_gradient
 
-MODES = ("dreamsampler", "sds", "bridge", "dds", "lmc")
+MODES = ("dreamsampler", "sds", "bridge", "dds", "lmc", "sdi")
 
 ARTIFACT_DESCRIPTORS = (
     ", oversaturated, smooth, pixelated, cartoon, foggy, hazy, blurry, bad structure, noisy, malformed"
@@ -54,6 +62,11 @@ def batched_predictions(eps_fn: EpsFn, latents: Sequence[Tensor], t: Tensor, emb
 def sds_gradient(eps_hat: Latent, eps_tilde: Latent, weight) -> Latent:
     """w(t) (eps^ - eps~): SDS (Alg. 1) and DreamSampler (Alg. 2, line 7; eq. 10-11)."""
     return weight * (eps_hat - eps_tilde)
+
+
+def sdi_gradient(z: Latent, z_t: Latent, eps_hat: Latent, alpha_bar) -> Latent:
+    """``sdi``: z - Tweedie(z_t, eps^, abar_t), z_t the inverted latent (see the module docstring)."""
+    return z - tweedie(z_t, eps_hat, alpha_bar)
 
 
 def score_distillation(
