@@ -191,6 +191,8 @@ def test_state_round_trip_continues_identically(ts, tiny_sd, prompt_utils):
         ({"weighting_strategy": "nope"}, "weighting_strategy"),
         ({"mode": "magic"}, "guidance.mode"),
         ({"on_nonfinite": "ignore"}, "on_nonfinite"),
+        ({"mode": "sdi", "inversion_n_steps": 0}, "guidance.inversion_n_steps"),
+        ({"mode": "sdi", "inversion_eta": -0.3}, "guidance.inversion_eta"),
     ],
 )
 def test_bad_config_names_the_field(ts, tiny_sd, cfg, match):

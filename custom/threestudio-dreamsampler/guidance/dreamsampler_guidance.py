@@ -19,6 +19,7 @@ CFG follows the paper (eq. 6): ``eps(null) + w * (eps(c) - eps(null))``; threest
 """
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 
 import threestudio
@@ -32,7 +33,8 @@ from dreamsampler import distill
 from dreamsampler.diffusion import DreamSampler, decreasing_timesteps, index_for_step
 from dreamsampler.diffusion.process import check_prediction_type, cfg, forward_noise, perp_neg_cfg, to_epsilon, tweedie
 from dreamsampler.diffusion.latent_model import native_resolution
-from dreamsampler.diffusion.schedules import TIMESTEP_SCHEDULES
+from dreamsampler.diffusion.reverse import ddim_invert_noise
+from dreamsampler.diffusion.schedules import TIMESTEP_SCHEDULES, inversion_timesteps
 from dreamsampler.distill.lmc import FixedNoise, load_corrective
 from dreamsampler.distill.modes import ARTIFACT_DESCRIPTORS, MODES, source_prompt
 from dreamsampler.image_io import bchw, bhwc
@@ -68,7 +70,7 @@ class DreamSamplerGuidance(BaseObject):
         view_dependent_prompting: bool = True
         max_items_eval: int = 4
         # DreamSampler
-        mode: str = "dreamsampler"  # dreamsampler | sds | bridge | dds | lmc (see dreamsampler.distill.modes)
+        mode: str = "dreamsampler"  # dreamsampler | sds | bridge | dds | lmc | sdi (see dreamsampler.distill.modes)
         timestep_schedule: str = "linear"  # linear | sqrt | cosine
         steps_per_timestep: int = 1
         eta: float = 0.0
@@ -90,6 +92,12 @@ class DreamSamplerGuidance(BaseObject):
         lmc_fixed_noise: bool = False  # one eps for the whole run inside L_lmc only (diversity)
         lmc_seed: int = 0
         lmc_manifold_weight: Optional[float] = None  # c(t) of L_lmc; None: w(t) sqrt(a / (1 - a))
+        # sdi (Score Distillation via Inversion), fields as threestudio's stable-diffusion-sdi-guidance; the CFG
+        # scales are eq. 6's like guidance_scale: threestudio's w + 1 without Perp-Neg, its w with Perp-Neg
+        inversion_guidance_scale: float = -7.5  # CFG scale of the DDIM inversion's predictions
+        inversion_n_steps: int = 10  # DDIM grid of the inversion (the steps below t, plus one to t + delta)
+        inversion_eta: float = 0.3  # stochastic term of each inversion step
+        t_anneal: bool = True  # t = max_step_percent -> min_step_percent linearly over trainer_max_steps (else random)
 
     cfg: Config
 
@@ -226,6 +234,10 @@ class DreamSamplerGuidance(BaseObject):
             )
         if cfg.schedule_start_step < 0:
             raise ValueError(f"guidance.schedule_start_step must be >= 0, got {cfg.schedule_start_step}")
+        if not 1 <= cfg.inversion_n_steps <= 1000:
+            raise ValueError(f"guidance.inversion_n_steps must lie in [1, 1000], got {cfg.inversion_n_steps}")
+        if not 0.0 <= cfg.inversion_eta <= 1.0:
+            raise ValueError(f"guidance.inversion_eta must lie in [0, 1], got {cfg.inversion_eta}")
 
     def set_min_max_steps(self, min_step_percent=0.02, max_step_percent=0.98):
         self.min_step = int(self.num_train_timesteps * min_step_percent)
@@ -241,7 +253,7 @@ class DreamSamplerGuidance(BaseObject):
             t.to(self.weights_dtype),
             encoder_hidden_states=encoder_hidden_states.to(self.weights_dtype),
         ).sample.to(input_dtype)
-        return to_epsilon(out, latents, self._alpha(t, latents), self.prediction_type)
+        return to_epsilon(out, latents, self._alpha(t.clamp(min=0), latents), self.prediction_type)
 
     @torch.amp.autocast("cuda", enabled=False)
     def encode_images(self, imgs: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B C h w"]:
@@ -262,21 +274,22 @@ class DreamSamplerGuidance(BaseObject):
         return (image * 0.5 + 0.5).clamp(0, 1).to(input_dtype)
 
     @torch.no_grad()
-    def predict_noise(self, z_t, t, prompt_utils, elevation, azimuth, camera_distances):
-        """(CFG noise prediction eps^ (eq. 6, or Perp-Neg when the prompt processor asks for it),
-        the unconditional prediction eps(z_t, null))."""
+    def predict_noise(self, z_t, t, prompt_utils, elevation, azimuth, camera_distances, scale=None):
+        """(CFG noise prediction eps^ (eq. 6, or Perp-Neg when the prompt processor asks for it) with
+        ``scale`` (default guidance_scale), the unconditional prediction eps(z_t, null))."""
         b = z_t.shape[0]
+        scale = self.cfg.guidance_scale if scale is None else scale
         if prompt_utils.use_perp_neg:
             emb, neg_w = prompt_utils.get_text_embeddings_perp_neg(
                 elevation, azimuth, camera_distances, self.cfg.view_dependent_prompting
             )
             eps = self.forward_unet(torch.cat([z_t] * 4), torch.cat([t] * 4), emb)
-            return perp_neg_cfg(eps[:b], eps[b : 2 * b], eps[2 * b :], neg_w, self.cfg.guidance_scale), eps[b : 2 * b]
+            return perp_neg_cfg(eps[:b], eps[b : 2 * b], eps[2 * b :], neg_w, scale), eps[b : 2 * b]
         emb = prompt_utils.get_text_embeddings(
             elevation, azimuth, camera_distances, self.cfg.view_dependent_prompting
         )
         eps_cond, eps_uncond = self.forward_unet(torch.cat([z_t] * 2), torch.cat([t] * 2), emb).chunk(2)
-        return cfg(eps_uncond, eps_cond, self.cfg.guidance_scale), eps_uncond
+        return cfg(eps_uncond, eps_cond, scale), eps_uncond
 
     # ------------------------------------------------------------------ call
     def __call__(
@@ -313,6 +326,11 @@ class DreamSamplerGuidance(BaseObject):
                 t = self.sampler.timesteps[self.index].to(self.device).expand(batch_size)
                 z_t = self.sampler.add_noise(latents.detach(), self.index, key=keys)
                 eps_tilde = self.sampler.noise_tilde(self.index, key=keys)
+            elif self.cfg.mode == "sdi":  # one t for the batch (threestudio's draw for a batch of 1)
+                t = torch.randint(self.min_step, self.max_step + 1, [1], dtype=torch.long, device=self.device)
+                t = t.expand(batch_size)
+                eps_tilde = None
+                z_t = self._sdi_invert(latents.detach(), t, prompt_utils, elevation, azimuth, camera_distances)
             else:
                 t = torch.randint(self.min_step, self.max_step + 1, [batch_size], dtype=torch.long, device=self.device)
                 eps_tilde = torch.randn_like(latents)
@@ -330,8 +348,11 @@ class DreamSamplerGuidance(BaseObject):
         if self.grad_clip_val is not None:
             grad = grad.clamp(-self.grad_clip_val, self.grad_clip_val)
 
+        loss = distill.surrogate_loss(latents, grad)
+        if self.cfg.mode == "sdi":  # SDI's loss: 0.5 * mean((z - target)^2) / B, as threestudio's loss_sdi
+            loss = loss / latents.numel()
         out = {
-            "loss_sds": distill.surrogate_loss(latents, grad),
+            "loss_sds": loss,
             "grad_norm": grad.norm(),
             "min_step": self.min_step,
             "max_step": self.max_step,
@@ -379,6 +400,9 @@ class DreamSamplerGuidance(BaseObject):
         if mode in ("sds", "dreamsampler"):
             eps_hat, eps_uncond = self.predict_noise(z_t, t, prompt_utils, elevation, azimuth, camera_distances)
             return distill.sds_gradient(eps_hat, eps_tilde, w), eps_hat, eps_uncond if self.cfg.carry == "unconditional" else eps_hat
+        if mode == "sdi":
+            eps_hat, _ = self.predict_noise(z_t, t, prompt_utils, elevation, azimuth, camera_distances)
+            return carrying_target((distill.sdi_gradient(latents.detach(), z_t, eps_hat, a), eps_hat))
         vd = self.cfg.view_dependent_prompting
         b = z_t.shape[0]
         tgt, null = prompt_utils.get_text_embeddings(elevation, azimuth, camera_distances, vd).chunk(2)
@@ -398,6 +422,23 @@ class DreamSamplerGuidance(BaseObject):
             raise ValueError("guidance.mode=dds needs the source image: pass source_rgb [B, H, W, 3] in the batch")
         z_src_t = forward_noise(self.encode_images(self._native(bchw(batch["source_rgb"]))), eps_tilde, a)
         return carrying_target(distill.dds_distillation(self.forward_unet, z_t, z_src_t, t, tgt, src, scale, w))
+
+    def _sdi_invert(self, z0, t, prompt_utils, elevation, azimuth, camera_distances):
+        """SDI's z_t: the render's latent DDIM-inverted to t + delta with the inversion's CFG scale (the
+        core's :func:`ddim_invert_noise`); delta ~ U[0, T / inversion_n_steps) from Python's ``random``, the
+        inversion's noise from torch's generator, drawn in threestudio's order."""
+        cfg, sched = self.cfg, self.scheduler.config
+        delta = int(random.random() * self.num_train_timesteps // cfg.inversion_n_steps)
+        path = inversion_timesteps(int(t[0]), cfg.inversion_n_steps, self.num_train_timesteps, delta,
+                                   sched.get("timestep_spacing", "leading"), sched.get("steps_offset", 0))
+        initial_alpha = 1.0 if sched.get("set_alpha_to_one", True) else float(self.alphas[0])
+
+        def eps_fn(z, s):
+            scale = cfg.inversion_guidance_scale
+            return self.predict_noise(z, torch.full_like(t, s), prompt_utils, elevation, azimuth, camera_distances, scale)[0]
+
+        z_t, _ = ddim_invert_noise(eps_fn, z0, path, self.alphas, initial_alpha, cfg.inversion_eta)
+        return z_t
 
     def _non_finite(self, latents, t):
         msg = f"dreamsampler-guidance: non-finite noise prediction or gradient at timestep {int(t[0])}"
@@ -433,6 +474,8 @@ class DreamSamplerGuidance(BaseObject):
             )
         # the schedule's own step: counted from schedule_start_step (0 before it)
         self.global_step = step = max(global_step - self.cfg.schedule_start_step, 0)
+        if self.cfg.mode == "sdi" and self.cfg.t_anneal:
+            self.set_min_max_steps(*[self._annealed_step_percent(epoch, step)] * 2)
         self.index = index_for_step(step, self.cfg.steps_per_timestep, len(self.sampler))
         # test / validation after a full run come at step == trainer_max_steps: not past it
         past_schedule = self.cfg.mode == "dreamsampler" and step > self.cfg.trainer_max_steps
@@ -444,6 +487,15 @@ class DreamSamplerGuidance(BaseObject):
                 f"the timestep stays at {self.current_timestep}. "
                 "Set system.guidance.trainer_max_steps=${trainer.max_steps} to spread the schedule over the run"
             )
+
+    def _annealed_step_percent(self, epoch: int, step: int) -> float:
+        """SDI's ``t_anneal``: linear from max_step_percent (a schedule's start value) at step 0 to
+        min_step_percent at trainer_max_steps (threestudio's formula; held there after the run)."""
+        hi = self.cfg.max_step_percent
+        hi = hi if isinstance(hi, (int, float)) else hi[1]
+        lo = C(self.cfg.min_step_percent, epoch, step)
+        done = min(float(step) / self.cfg.trainer_max_steps, 1.0)
+        return (hi - lo) * (1 - done) + lo
 
     @property
     def current_timestep(self) -> int:
