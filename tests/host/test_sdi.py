@@ -1,5 +1,5 @@
-"""``mode: sdi`` against threestudio's own ``stable-diffusion-sdi-guidance``, on the tiny pipeline inside
-real threestudio (CPU)."""
+"""``mode: sdi`` against threestudio's own ``stable-diffusion-sdi-guidance``, and the UNet evaluations
+every mode reports (``unet_evals``), on the tiny pipeline inside real threestudio (CPU)."""
 import os
 import random
 
@@ -67,3 +67,47 @@ def test_sdi_mode_is_threestudios_sdi_guidance(ts, tiny_sd, tmp_path_factory, pe
     assert abs(float(norm_o - norm_t)) <= 1e-5 * float(norm_t)
     assert float((grad_o - grad_t).abs().max()) <= 1e-4 * float(grad_t.abs().max())
     assert torch.equal(rand_o, rand_t) and py_o == py_t  # the same random numbers drawn, in the same order
+
+
+@pytest.fixture(scope="module")
+def tiny_64(tmp_path_factory):
+    """The tiny pipeline at 64 px (8x8 latents): the counts do not depend on the size, the time does."""
+    from dreamsampler.testing.tiny_pipeline import build_tiny_pipeline
+
+    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-64"), sample_size=8)
+
+
+def test_every_mode_reports_the_unet_evaluations_it_made(ts, tiny_64, tmp_path_factory, tmp_path, monkeypatch):
+    """``unet_evals`` is the number of images the UNet saw in the step (its forward calls x their batch),
+    counted here at the UNet's own forward, for a batch of 2."""
+    from dreamsampler.distill.lmc import CorrectiveUNet, save_corrective
+
+    monkeypatch.chdir(tmp_path_factory.mktemp("counts"))
+    pu = make_prompt_utils(ts, tiny_64, tmp_path_factory, PROMPT)
+    pu_perp = perp_neg_prompt_utils(ts, tiny_64, tmp_path_factory)
+    pp = {"pretrained_model_name_or_path": tiny_64, "prompt": PROMPT, "spawn": False}
+    ckpt = str(save_corrective(CorrectiveUNet(in_channels=4, base_channels=8, depth=2), tmp_path / "k.safetensors"))
+    source = {"source_rgb": torch.rand(2, 64, 64, 3)}
+    cases = [  # (label, config, prompt utils, extra batch keys, UNet evaluations per image)
+        ("dreamsampler", {}, pu, {}, 2),  # CFG: eps(c) and eps(null)
+        ("sds", {"mode": "sds"}, pu, {}, 2),
+        ("sds + Perp-Neg", {"mode": "sds"}, pu_perp, {}, 4),  # cond, uncond and two negative prompts
+        ("bridge", {"mode": "bridge", "prompt_processor": pp}, pu, {}, 2),
+        ("dds", {"mode": "dds", "prompt_processor": pp, "source_prompt": "a photo of a dog"}, pu, source, 2),
+        ("lmc", {"mode": "lmc", "lmc_checkpoint": ckpt}, pu, {}, 2),
+        ("lmc fixed noise", {"mode": "lmc", "lmc_checkpoint": ckpt, "lmc_fixed_noise": True}, pu, {}, 3),
+        # step 9 of 10 at sdi.yaml's 0.25 / 0.98: t = 322, inverted from -99 through 1, 101, 201, 301 to t + delta:
+        # 5 inversion predictions and the target's, each a CFG pair (Perp-Neg: four)
+        ("sdi", {"mode": "sdi", "min_step_percent": 0.25}, pu, {}, 12),
+        ("sdi + Perp-Neg", {"mode": "sdi", "min_step_percent": 0.25}, pu_perp, {}, 24),
+    ]
+    counts = {}
+    for label, cfg, prompt_utils, extra, per_image in cases:
+        g = make_guidance(ts, tiny_64, **cfg)
+        seen = []
+        forward = g.unet.forward
+        monkeypatch.setattr(g.unet, "forward", lambda sample, *a, **k: seen.append(sample.shape[0]) or forward(sample, *a, **k))
+        g.update_step(0, 9)
+        out = g(torch.rand(2, 64, 64, 3), prompt_utils, **cams(2), **extra)
+        counts[label] = (out["unet_evals"], sum(seen))
+        assert out["unet_evals"] == sum(seen) == 2 * per_image, (label, counts[label])

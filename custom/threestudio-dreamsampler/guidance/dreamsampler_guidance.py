@@ -143,6 +143,7 @@ class DreamSamplerGuidance(BaseObject):
         )
         self.index = 0
         self.global_step = 0
+        self.unet_evals = 0  # UNet evaluations (images through the UNet) of the last call
         self._warned_schedule_end = False
         self.source_prompt_utils = self._source_prompt_utils() if self.cfg.mode in ("bridge", "dds") else None
         self.corrective = self._corrective() if self.cfg.mode == "lmc" else None
@@ -248,6 +249,7 @@ class DreamSamplerGuidance(BaseObject):
     def forward_unet(self, latents, t, encoder_hidden_states):
         """eps(z_t, t, c) whatever the model predicts (epsilon, or v for SD 2.x at 768: ``process.to_epsilon``)."""
         input_dtype = latents.dtype
+        self.unet_evals += latents.shape[0]  # one evaluation per image the UNet sees (CFG's 2, Perp-Neg's 4)
         out = self.unet(
             latents.to(self.weights_dtype),
             t.to(self.weights_dtype),
@@ -311,6 +313,7 @@ class DreamSamplerGuidance(BaseObject):
                 "model (DeepFloyd IF): it has no latents, so renders cannot be passed as latents (rgb_as_latents)"
             )
         batch_size = rgb.shape[0]
+        self.unet_evals = 0
         rgb_BCHW = bchw(rgb)
         if rgb_as_latents:
             h = self.unet.config.sample_size
@@ -357,6 +360,7 @@ class DreamSamplerGuidance(BaseObject):
             "min_step": self.min_step,
             "max_step": self.max_step,
             "timestep": int(t[0]),
+            "unet_evals": self.unet_evals,
         }
         if carried:  # RMS of the noise the next step is forward-noised with (1 for a standard normal)
             out["carried_rms"] = eps_carry.pow(2).mean().sqrt()
@@ -447,7 +451,7 @@ class DreamSamplerGuidance(BaseObject):
         threestudio.warn(msg + "; skipping this step")
         zero = (latents * 0.0).sum()
         return {"loss_sds": zero, "grad_norm": zero.detach(), "min_step": self.min_step,
-                "max_step": self.max_step, "timestep": int(t[0])}
+                "max_step": self.max_step, "timestep": int(t[0]), "unet_evals": self.unet_evals}
 
     @torch.no_grad()
     def _guidance_eval(self, z_t, z0_hat, t, elevation, azimuth, camera_distances):
