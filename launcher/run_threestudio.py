@@ -237,6 +237,7 @@ def prepare(args: LaunchArgs) -> LaunchArgs:
     from .config_base import load_with_base, merged_config
     from .paths import anchor_paths
 
+    load_threestudio(cpu=args.cpu)  # its config resolvers (${idiv:...}) too
     try:
         _, chain = load_with_base(args.config)
         merged = str(merged_config(args.config, MERGED_CONFIGS))
