@@ -5,7 +5,10 @@ the same model family (``stable-diffusion-guidance``; with ``--family if`` DeepF
 A step is what a training step asks of a guidance: ``update_step``, the call on a rendered batch
 [B, size, size, 3] (upsampled to 512x512 and VAE-encoded inside both guidances; for IF resized to its
 64x64 pixels), and the backward of its losses. Rows: threestudio's guidance; ours (default config); ours
-with ``pixel_loss: true`` (adds a VAE decode of the target and a pixel loss; for IF only the loss). Times are medians over ``--steps`` after
+with ``pixel_loss: true`` (adds a VAE decode of the target and a pixel loss; for IF only the loss); for SD
+also threestudio's ``stable-diffusion-sdi-guidance`` and ours with ``mode: sdi``, both with sdi.yaml's
+fields (CFG 7.5, ours 8.5; 10 inversion steps at -7.5, ours -6.5; eta 0.3; t annealed from 0.98 to 0.25 over
+the run, so each step inverts through fewer grid steps: the same ones in both). Times are medians over ``--steps`` after
 ``--warmup`` steps, the rows interleaved step by step. Peak memory is the largest growth during one
 step: on CUDA ``max_memory_allocated``; on CPU the resident set size, sampled every millisecond,
 with a fixed glibc mmap threshold so that freed tensors leave the RSS. CUDA when there is a GPU
@@ -129,6 +132,15 @@ def main():
         ("dreamsampler-guidance", "dreamsampler-guidance", ours),
         ("dreamsampler-guidance pixel_loss", "dreamsampler-guidance", dict(ours, pixel_loss=True)),
     ]
+    if args.family == "sd":  # SDI: threestudio's configs/sdi.yaml guidance fields (no Perp-Neg here: CFG scales + 1)
+        sdi = dict(common, min_step_percent=0.25, max_step_percent=0.98, trainer_max_steps=args.warmup + args.steps,
+                   inversion_n_steps=10, inversion_eta=0.3, t_anneal=True)
+        variants += [
+            ("stable-diffusion-sdi-guidance (threestudio)", "stable-diffusion-sdi-guidance",
+             dict(sdi, guidance_scale=7.5, inversion_guidance_scale=-7.5)),
+            ("dreamsampler-guidance mode=sdi", "dreamsampler-guidance",
+             dict(sdi, mode="sdi", guidance_scale=8.5, inversion_guidance_scale=-6.5)),
+        ]
     runners = [(label, Runner(threestudio, kind, cfg, prompt_utils, args, device)) for label, kind, cfg in variants]
     for i in range(args.warmup):
         for _, runner in runners:
@@ -140,12 +152,16 @@ def main():
 
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"\nguidance step: batch {args.batch}, {args.size}x{args.size} render, {os.path.basename(model.rstrip('/'))}, {where}")
-    print(f"{'':42s} {'ms/step':>9s} {'peak MB':>9s} {'time x':>7s} {'mem x':>7s}")
+    print(f"{'':44s} {'ms/step':>9s} {'peak MB':>9s} {'time x':>7s} {'mem x':>7s}")
     ref_t, ref_m = rows[0][1], max(rows[0][2], 1)
     for label, seconds, peak in rows:
-        print(f"{label:42s} {seconds * 1e3:9.1f} {peak / 2**20:9.1f} {seconds / ref_t:7.2f} {peak / ref_m:7.2f}")
+        print(f"{label:44s} {seconds * 1e3:9.1f} {peak / 2**20:9.1f} {seconds / ref_t:7.2f} {peak / ref_m:7.2f}")
     (_, ours_t, ours_m), (_, pix_t, pix_m) = rows[1], rows[2]
     print(f"pixel_loss cost over dreamsampler-guidance: time x{pix_t / ours_t:.2f}, peak memory x{pix_m / max(ours_m, 1):.2f}")
+    if len(rows) > 3:
+        (_, ts_sdi_t, ts_sdi_m), (_, sdi_t, sdi_m) = rows[3], rows[4]
+        print(f"mode=sdi over stable-diffusion-sdi-guidance: time x{sdi_t / ts_sdi_t:.2f}, "
+              f"peak memory x{sdi_m / max(ts_sdi_m, 1):.2f}")
 
 
 if __name__ == "__main__":
