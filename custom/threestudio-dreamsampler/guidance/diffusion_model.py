@@ -2,11 +2,42 @@
 latent model (Stable Diffusion), the VAE. A pixel-space model (DeepFloyd IF stage I) has no VAE."""
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
 
 from dreamsampler.diffusion.latent_model import is_pixel_space
+
+HALF_ON_CPU_ENV = "DREAMSAMPLER_HALF_ON_CPU"
+HALF_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def weights_dtype(half_precision_weights: bool, device) -> torch.dtype:
+    """The dtype of a diffusion model's weights: float16 on a CUDA device when ``half_precision_weights``
+    (threestudio's default), float32 elsewhere. ``DREAMSAMPLER_HALF_ON_CPU=float16`` (or ``bfloat16``)
+    keeps half-precision weights on a CPU too (slow: for the tests of the half-precision code paths)."""
+    if not half_precision_weights:
+        return torch.float32
+    if torch.device(device).type == "cuda":
+        return torch.float16
+    forced = os.environ.get(HALF_ON_CPU_ENV, "")
+    if forced and forced not in HALF_DTYPES:
+        raise ValueError(f"{HALF_ON_CPU_ENV}={forced!r} must be one of {sorted(HALF_DTYPES)} (or unset)")
+    return HALF_DTYPES.get(forced, torch.float32)
+
+
+def without_autocast(fn):
+    """``fn`` with autocast off on every device: under threestudio's ``16-mixed`` (CUDA autocast) or a CPU
+    autocast the diffusion model still runs in its weights' dtype and the guidance's arithmetic in the
+    dtype of its inputs (float32), as without autocast."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.autocast("cuda", enabled=False), torch.autocast("cpu", enabled=False):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def load_diffusion_components(

@@ -40,7 +40,7 @@ from dreamsampler.distill.modes import ARTIFACT_DESCRIPTORS, MODES, source_promp
 from dreamsampler.image_io import bchw, bhwc
 from dreamsampler.multiview.cameras import azimuth_bin
 
-from .diffusion_model import load_diffusion_components
+from .diffusion_model import load_diffusion_components, weights_dtype, without_autocast
 
 
 def carrying_target(pair):
@@ -104,10 +104,9 @@ class DreamSamplerGuidance(BaseObject):
     # ------------------------------------------------------------------ set-up
     def configure(self) -> None:
         self._validate()
+        self.weights_dtype = weights_dtype(self.cfg.half_precision_weights, self.device)
         if self.device.type != "cuda" and self.cfg.half_precision_weights:
-            threestudio.info("dreamsampler-guidance: no CUDA device, using float32 weights")
-        use_half = self.cfg.half_precision_weights and self.device.type == "cuda"
-        self.weights_dtype = torch.float16 if use_half else torch.float32
+            threestudio.info(f"dreamsampler-guidance: no CUDA device, using {str(self.weights_dtype)[6:]} weights")
         threestudio.info(f"Loading the diffusion model {self.cfg.pretrained_model_name_or_path} ...")
         self.vae, self.unet, scheduler = load_diffusion_components(
             self.cfg.pretrained_model_name_or_path,
@@ -245,7 +244,7 @@ class DreamSamplerGuidance(BaseObject):
         self.max_step = int(self.num_train_timesteps * max_step_percent)
 
     # ------------------------------------------------------------ model calls
-    @torch.amp.autocast("cuda", enabled=False)
+    @without_autocast
     def forward_unet(self, latents, t, encoder_hidden_states):
         """eps(z_t, t, c) whatever the model predicts (epsilon, or v for SD 2.x at 768: ``process.to_epsilon``)."""
         input_dtype = latents.dtype
@@ -257,16 +256,21 @@ class DreamSamplerGuidance(BaseObject):
         ).sample.to(input_dtype)
         return to_epsilon(out, latents, self._alpha(t.clamp(min=0), latents), self.prediction_type)
 
-    @torch.amp.autocast("cuda", enabled=False)
+    @without_autocast
     def encode_images(self, imgs: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B C h w"]:
         """The diffusion model's sample of images in [0, 1]: VAE latents, or the pixels in [-1, 1] (IF)."""
         if self.pixel_space:
             return imgs * 2.0 - 1.0
         input_dtype = imgs.dtype
         posterior = self.vae.encode((imgs * 2.0 - 1.0).to(self.weights_dtype)).latent_dist
-        return (posterior.sample() * self.vae.config.scaling_factor).to(input_dtype)
+        # posterior.sample() with its noise drawn in float32: the same draw whatever the weights' dtype
+        mean, std = posterior.mean.float(), posterior.std.float()
+        # torch.randn of the shape, as diffusers draws it: randn_like would keep a channels-last layout
+        # (a permuted BHWC render's) and fill it in memory order, another noise for the same seed
+        noise = torch.randn(mean.shape, dtype=mean.dtype, device=mean.device)
+        return ((mean + std * noise) * self.vae.config.scaling_factor).to(input_dtype)
 
-    @torch.amp.autocast("cuda", enabled=False)
+    @without_autocast
     def decode_latents(self, latents: Float[Tensor, "B C h w"]) -> Float[Tensor, "B 3 H W"]:
         """Images in [0, 1] of samples: decoded by the VAE, or the pixels themselves (IF)."""
         if self.pixel_space:
@@ -294,6 +298,7 @@ class DreamSamplerGuidance(BaseObject):
         return cfg(eps_uncond, eps_cond, scale), eps_uncond
 
     # ------------------------------------------------------------------ call
+    @without_autocast
     def __call__(
         self,
         rgb: Float[Tensor, "B H W C"],
@@ -314,7 +319,7 @@ class DreamSamplerGuidance(BaseObject):
             )
         batch_size = rgb.shape[0]
         self.unet_evals = 0
-        rgb_BCHW = bchw(rgb)
+        rgb_BCHW = bchw(rgb).float()  # float16 renders (tinycudann's) too: the guidance's arithmetic is float32
         if rgb_as_latents:
             h = self.unet.config.sample_size
             latents = F.interpolate(rgb_BCHW, (h, h), mode="bilinear", align_corners=False)

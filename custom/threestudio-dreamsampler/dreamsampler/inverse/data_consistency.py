@@ -17,11 +17,12 @@ from torch import Tensor
 
 
 def data_consistency(y: Tensor, A: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    """0.5 ||y - A x||^2 / B (eq. 18's data term); ``x`` and ``y`` are ``[B, C, H, W]`` (sizes as A maps them)."""
-    Ax = A(x)
+    """0.5 ||y - A x||^2 / B (eq. 18's data term); ``x`` and ``y`` are ``[B, C, H, W]`` (sizes as A maps them).
+    Computed in float32 whatever the render's dtype (a float16 sum over a 512x512 image overflows at 65504)."""
+    Ax = A(x.float())
     if Ax.shape != y.shape:
         raise ValueError(f"A(render) has shape {tuple(Ax.shape)} but the measurement has {tuple(y.shape)}")
-    return 0.5 * ((y - Ax) ** 2).sum() / y.shape[0]
+    return 0.5 * ((y.float() - Ax.float()) ** 2).sum() / y.shape[0]
 
 
 def eq18_weights(gamma: float, lambda_sds: float, lambda_dc: float) -> Tuple[float, float]:

@@ -73,8 +73,9 @@ def _vocabulary_words():
     return list(WORDS) + list(WORLD_WORDS)
 
 
-def build_tiny_if_pipeline(out_dir, seed: int = 0, overwrite: bool = False) -> str:
-    """Build and save the tiny IF pipeline under ``out_dir``; returns the path (reused if present)."""
+def build_tiny_if_pipeline(out_dir, seed: int = 0, overwrite: bool = False, sample_size: int = 64) -> str:
+    """Build and save the tiny IF pipeline under ``out_dir``; returns the path (reused if present).
+    ``sample_size`` is its native resolution (IF stage I's 64 by default; smaller is faster)."""
     from diffusers import DDPMScheduler, IFPipeline, UNet2DConditionModel
     from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
@@ -99,7 +100,7 @@ def build_tiny_if_pipeline(out_dir, seed: int = 0, overwrite: bool = False) -> s
                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     )
     unet = UNet2DConditionModel(  # IF-I's block types at toy widths
-        sample_size=64,
+        sample_size=int(sample_size),
         in_channels=3,
         out_channels=6,  # epsilon and the learned variance
         layers_per_block=1,
