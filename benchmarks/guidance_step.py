@@ -14,7 +14,10 @@ step: on CUDA ``max_memory_allocated``; on CPU the resident set size, sampled ev
 with a fixed glibc mmap threshold so that freed tensors leave the RSS. CUDA when there is a GPU
 (fp16 weights, threestudio's default), else CPU (fp32; threestudio runs on the CPU backend).
 
-    python benchmarks/guidance_step.py [--family sd|if] [--size 64] [--batch 1] [--steps 5] [--warmup 2] [--model DIR]
+    python benchmarks/guidance_step.py [--family sd|if] [--size 64] [--batch 1] [--steps 5] [--warmup 2] [--model DIR] [--json FILE]
+
+``--json`` also writes the table to a file (on CUDA each row with ``cuda_peak_total_mb`` too: the whole
+``max_memory_allocated`` during its steps, the weights included); ``scripts/device_check.sh`` reads it.
 
 Without ``--model`` it uses the family's tiny offline pipeline (built on first use). The CFG scale is
 threestudio's default of each family (100 for SD, 20 for IF), ours one more (the same guidance: our CFG
@@ -78,7 +81,7 @@ class Runner:
             azimuth=torch.zeros(args.batch, device=device),
             camera_distances=torch.full((args.batch,), 2.0, device=device),
         )
-        self.times, self.peaks = [], []
+        self.times, self.peaks, self.totals = [], [], []  # totals: CUDA's whole peak, the weights included
 
     def step(self, i):
         args = self.args
@@ -99,6 +102,8 @@ class Runner:
             self.step(i)
             self.times.append(time.perf_counter() - t0)
         self.peaks.append(torch.cuda.max_memory_allocated() - base if self.device.type == "cuda" else rss.growth)
+        if self.device.type == "cuda":
+            self.totals.append(torch.cuda.max_memory_allocated())
 
 
 def main():
@@ -110,6 +115,7 @@ def main():
     ap.add_argument("--family", choices=sorted(FAMILIES), default="sd", help="Stable Diffusion or DeepFloyd IF")
     ap.add_argument("--model", default=None, help="diffusers pipeline directory or model id of that family")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--json", default=None, help="also write the table to this JSON file")
     args = ap.parse_args()
     if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
         # glibc keeps freed mid-size blocks mapped, which hides the next step's peak from the RSS;
@@ -152,6 +158,8 @@ def main():
 
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"\nguidance step: batch {args.batch}, {args.size}x{args.size} render, {os.path.basename(model.rstrip('/'))}, {where}")
+    memory = "torch.cuda.max_memory_allocated" if device.type == "cuda" else "resident set size"
+    print(f"peak MB: the largest growth of {memory} during a step")
     print(f"{'':44s} {'ms/step':>9s} {'peak MB':>9s} {'time x':>7s} {'mem x':>7s}")
     ref_t, ref_m = rows[0][1], max(rows[0][2], 1)
     for label, seconds, peak in rows:
@@ -162,6 +170,18 @@ def main():
         (_, ts_sdi_t, ts_sdi_m), (_, sdi_t, sdi_m) = rows[3], rows[4]
         print(f"mode=sdi over stable-diffusion-sdi-guidance: time x{sdi_t / ts_sdi_t:.2f}, "
               f"peak memory x{sdi_m / max(ts_sdi_m, 1):.2f}")
+
+    if args.json:
+        import json
+
+        totals = {label: max(r.totals) / 2**20 for label, r in runners if r.totals}
+        with open(args.json, "w") as f:
+            json.dump({"device": where, "weights_dtype": "float16" if device.type == "cuda" else "float32",
+                       "family": args.family, "model": model, "batch": args.batch, "size": args.size,
+                       "steps": args.steps, "peak_memory": memory,
+                       "rows": [{"label": label, "ms_per_step": seconds * 1e3, "peak_mb": peak / 2**20,
+                                 **({"cuda_peak_total_mb": totals[label]} if label in totals else {})}
+                                for label, seconds, peak in rows]}, f, indent=2)
 
 
 if __name__ == "__main__":
