@@ -10,7 +10,8 @@
 3. the values, through the ``check_config(cfg)`` class method of our data module, systems and guidance (the
    same checks their ``configure`` runs), data first, then the system, then the guidance, so a mistake is
    reported at the field the user set (``system.warmup_steps``, not a field interpolated from it);
-4. what threestudio would find late: model folders that do not exist (with the paths tried), an output
+4. what threestudio would find late: a swapped-in guidance's pixel loss without a weight in the host config,
+   model folders that do not exist (with the paths tried), an output
    folder that cannot be written, a trial folder name too long for the file system (shortened, made unique);
 5. warnings, one line each: a negative CFG scale (it steers away from the prompt), a prompt longer than the
    text encoder's context (threestudio truncates it), and under ``--smoke`` a prompt with words the
@@ -227,6 +228,18 @@ def check_scales_and_context(cfg: DictConfig) -> None:
              f"{tokenizer.model_max_length}: threestudio's prompt processor keeps the first {tokenizer.model_max_length}")
 
 
+def check_swap(cfg: DictConfig) -> None:
+    """A swapped-in ``dreamsampler-guidance`` with ``pixel_loss`` returns ``loss_pixel``, which threestudio's systems
+    weigh by ``system.loss.lambda_pixel``: a config without it would fail at the first step."""
+    system = cfg.get("system") or {}
+    if system.get("guidance_type") != "dreamsampler-guidance" or not (system.get("guidance") or {}).get("pixel_loss"):
+        return
+    loss = system.get("loss")
+    if OmegaConf.is_dict(loss) and "lambda_pixel" not in loss:
+        fail("system.guidance.pixel_loss=true returns loss_pixel, but system.loss has no lambda_pixel to weigh it: set "
+             "system.loss.lambda_pixel (e.g. 3932, HiFA's 0.01 on a 0.5-sum over 512x512 pixels) or pixel_loss=false")
+
+
 def check_values(where: str, cls, parsed) -> None:
     """``cls.check_config(parsed)`` (our components); a ValueError is reported at the component's path."""
     check = getattr(cls, "check_config", None)
@@ -251,6 +264,7 @@ def check(args) -> List[str]:
     parsed = [(where, *parse_component(where, f"{where}_type", t, node)) for where, t, node in components(cfg)]
     for where, cls, parsed_cfg in parsed:
         check_values(where, cls, parsed_cfg)
+    check_swap(cfg)
     check_model_folders(cfg)
     if args.smoke == "world":
         check_world_words(cfg)

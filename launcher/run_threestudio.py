@@ -160,16 +160,23 @@ def outputs_here(cfg, overrides: List[str]) -> List[str]:
     return [] if os.path.isabs(root_dir) else [f"exp_root_dir={os.path.abspath(root_dir)}"]
 
 
-def schedule_follows_the_run(cfg) -> List[str]:
-    """``system.guidance.trainer_max_steps=${trainer.max_steps}`` when the run uses dreamsampler-guidance
-    and does not set it (threestudio's own configs, e.g. the drop-in on dreamfusion-sd.yaml): the
-    decreasing schedule then spans the run instead of the guidance's default 10000 steps."""
+def swap_overrides(cfg) -> List[str]:
+    """What the one-line swap ``system.guidance_type=dreamsampler-guidance`` into another config (threestudio's own)
+    needs and the config cannot say: the decreasing schedule spans the run (``guidance.trainer_max_steps`` =
+    ``${trainer.max_steps}`` unless set), and the guidance's ``loss_sds`` has a weight (``sdi.yaml`` weighs its
+    guidance's ``loss_sdi`` by ``lambda_sdi``: ours takes that weight)."""
     system = cfg.get("system") or {}
-    guidance = system.get("guidance") or {}
-    if system.get("guidance_type") != "dreamsampler-guidance" or "trainer_max_steps" in guidance:
+    guidance, loss = system.get("guidance") or {}, system.get("loss")
+    if system.get("guidance_type") != "dreamsampler-guidance":
         return []
-    say("system.guidance.trainer_max_steps not set: the schedule follows trainer.max_steps")
-    return ["system.guidance.trainer_max_steps=${trainer.max_steps}"]
+    out = []
+    if "trainer_max_steps" not in guidance:
+        say("system.guidance.trainer_max_steps not set: the schedule follows trainer.max_steps")
+        out.append("system.guidance.trainer_max_steps=${trainer.max_steps}")
+    if loss is not None and "lambda_sds" not in loss and "lambda_sdi" in loss:
+        say("system.loss.lambda_sds not set: dreamsampler-guidance's loss_sds takes the config's lambda_sdi")
+        out.append("system.loss.lambda_sds=${system.loss.lambda_sdi}")
+    return out
 
 
 def uses_deep_floyd(cfg) -> bool:
@@ -232,7 +239,7 @@ def expand_smoke(args: LaunchArgs, chain: List[Path], cfg) -> LaunchArgs:
 
 def prepare(args: LaunchArgs) -> LaunchArgs:
     """``args`` as launch.py gets them: smoke settings, a variant merged over its base, paths anchored where the
-    command runs, the schedule following the run, the config checked (``check_config.py``)."""
+    command runs, what a swapped-in guidance needs (``swap_overrides``), the config checked (``check_config.py``)."""
     from .check_config import check
     from .config_base import load_with_base, merged_config
     from .paths import anchor_paths
@@ -249,7 +256,7 @@ def prepare(args: LaunchArgs) -> LaunchArgs:
     cfg = run_config(args.config, args.overrides)
     extra = outputs_here(cfg, args.overrides)
     extra += anchor_paths(run_config(args.config, args.overrides + extra), os.getcwd(), str(threestudio_root()))
-    extra += schedule_follows_the_run(cfg)
+    extra += swap_overrides(cfg)
     args = replace(args, overrides=args.overrides + extra)
     check_resume(args.overrides)
     return replace(args, overrides=args.overrides + check(args))

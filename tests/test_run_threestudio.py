@@ -116,7 +116,7 @@ def test_a_missing_relative_path_names_the_field_and_the_paths_tried(tmp_path, m
 def test_the_schedule_follows_the_run_unless_set(tmp_path, guidance, field, expected):
     config = tmp_path / "c.yaml"
     config.write_text(f"system:\n  guidance_type: {guidance}\n  guidance:\n    guidance_scale: 7.5\n{field}trainer:\n  max_steps: 30\n")
-    follows = lambda overrides: run_threestudio.schedule_follows_the_run(run_threestudio.run_config(str(config), overrides))
+    follows = lambda overrides: run_threestudio.swap_overrides(run_threestudio.run_config(str(config), overrides))
     assert follows([]) == expected
     override = follows([f"system.guidance_type={guidance}"])
     assert override == expected
@@ -166,3 +166,13 @@ def test_resume_files_are_checked_without_unpickling(tmp_path):
         assert "weights_only" not in str(err.value)
     with pytest.raises(SystemExit, match="no such file"):
         run_threestudio.check_resume([f"resume={tmp_path / 'missing.ckpt'}"])
+
+
+def test_a_swap_into_sdi_yaml_weighs_loss_sds_by_its_lambda_sdi(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("system:\n  guidance_type: stable-diffusion-sdi-guidance\n  guidance:\n    trainer_max_steps: 5\n"
+                      "  loss:\n    lambda_sdi: 2.\n")
+    swap = lambda o: run_threestudio.swap_overrides(run_threestudio.run_config(str(config), o))
+    assert swap([]) == []
+    assert swap(["system.guidance_type=dreamsampler-guidance"]) == ["system.loss.lambda_sds=${system.loss.lambda_sdi}"]
+    assert swap(["system.guidance_type=dreamsampler-guidance", "system.loss.lambda_sds=1"]) == []

@@ -10,12 +10,14 @@ import pytest
 
 from dreamsampler_launcher import run_threestudio
 
+from ..conftest import threestudio_root
 from .runner import REPO
 
 pytestmark = pytest.mark.threestudio
 
 T2N, DEG = "dreamsampler-text-to-nerf", "dreamsampler-degraded-nerf"
 EDIT, INPAINT, RESTORE, T2I, SVG = "dreamsampler-edit", "dreamsampler-inpaint", "dreamsampler-restore", "dreamsampler-text-to-image", "dreamsampler-svg-deblur"
+DROPIN = "dreamfusion-sd"  # threestudio's own config
 TINY, WORLD = ["--smoke-tiny", "2"], ["--smoke", "2"]
 SECONDS = 60  # the bound on the time to the message (threestudio's import included for the first case)
 
@@ -46,6 +48,7 @@ BAD = [
     (T2N, TINY + ["system.material.ambient_only_step=3"], "did you mean 'ambient_only_steps'"),
     (T2N, TINY + ["system.renderer.num_samples_per_ray=many"], "system.renderer.num_samples_per_ray"),
     (T2N, TINY + ["seeed=1"], "seeed: not a top-level key of a threestudio config; did you mean 'seed'"),
+    (DROPIN, TINY + ["system.guidance_type=dreamsampler-guidance", "system.guidance.pixel_loss=true"], "system.loss has no lambda_pixel"),
     # model folders, outputs, resume, prompts
     (T2N, TINY + ["system.guidance.pretrained_model_name_or_path=/nonexistent/model"], "system.guidance.pretrained_model_name_or_path='/nonexistent/model': no such model folder"),
     (T2N, TINY + ["system.prompt_processor.pretrained_model_name_or_path=./models/x"], "system.prompt_processor.pretrained_model_name_or_path='./models/x': no such model folder"),
@@ -79,7 +82,8 @@ BAD = [
 
 def run_main(tmp_path, config, args):
     out = tmp_path / "outputs"
-    argv = ["--config", str(REPO / "configs" / f"{config}.yaml"), "--train", "--cpu", *args]
+    folder = threestudio_root() / "configs" if config == DROPIN else REPO / "configs"
+    argv = ["--config", str(folder / f"{config}.yaml"), "--train", "--cpu", *args]
     if not any(a.startswith("exp_root_dir=") for a in args):
         argv.append(f"exp_root_dir={out}")
     start = time.perf_counter()
@@ -88,7 +92,7 @@ def run_main(tmp_path, config, args):
     return str(err.value), time.perf_counter() - start, out
 
 
-@pytest.mark.parametrize("config,args,expected", BAD, ids=[f"{c[13:]}:{' '.join(a[2:] if a[0].startswith('--smoke') else a)}" for c, a, _ in BAD])
+@pytest.mark.parametrize("config,args,expected", BAD, ids=[f"{c.replace('dreamsampler-', '')}:{' '.join(a[2:] if a[0].startswith('--smoke') else a)}" for c, a, _ in BAD])
 def test_a_bad_input_is_one_early_line_naming_the_field(tmp_path, monkeypatch, ts, config, args, expected):
     monkeypatch.chdir(tmp_path)
     message, seconds, out = run_main(tmp_path, config, args)

@@ -28,6 +28,6 @@ def test_two_process_ddp_follows_one_schedule_and_saves_once(tiny_sd, tmp_path):
     assert all(a > b for a, b in zip(timesteps, timesteps[1:]))
 
     ckpts = sorted(p.name for p in (run.trial_dir / "ckpts").iterdir())
-    assert ckpts == [f"epoch=0-step={STEPS}.ckpt", "last.ckpt"]
+    assert ckpts == ["last.ckpt"]  # one file, written once (a smoke run keeps only last.ckpt)
     assert run.checkpoint()["global_step"] == STEPS
     assert_finite_losses(run)

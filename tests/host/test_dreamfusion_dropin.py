@@ -24,7 +24,8 @@ def test_dreamfusion_sd_trains_on_cpu(guidance, tiny_sd, tmp_path):
         assert_sane_image(test_view)
     assert run.images(f"save/it{STEPS}-test.mp4")
 
-    ckpt = run.checkpoint(f"epoch=0-step={STEPS}.ckpt")
+    assert [p.name for p in run.trial_dir.glob("ckpts/*")] == ["last.ckpt"]  # a smoke run keeps one checkpoint
+    ckpt = run.checkpoint()
     assert ckpt["global_step"] == STEPS
     assert any(k.startswith("geometry.encoding.") for k in ckpt["state_dict"])
 
@@ -44,3 +45,18 @@ def test_dreamfusion_sd_trains_with_dreamsampler_on_a_v_prediction_model(tiny_sd
     assert_finite_losses(run)
     assert run.series("train/timestep") == [980.0, 500.0, 20.0]
     assert_sane_image(run.images(f"save/it{STEPS}-0.png")[0])
+
+
+@pytest.mark.parametrize("config", ["sdi.yaml", "magic3d-coarse-sd.yaml"])
+def test_the_one_line_swap_trains_in_threestudios_other_configs(config, tiny_sd, tmp_path):
+    """The swap into threestudio's SDI and Magic3D (coarse) configs: sdi.yaml weighs its guidance's loss by
+    lambda_sdi, which the launcher gives our loss_sds; the schedule follows the run; losses finite."""
+    run = run_config(threestudio_root() / "configs" / config, tmp_path, tiny_sd, STEPS,
+                     ["system.guidance_type=dreamsampler-guidance"])
+    losses = assert_finite_losses(run)
+    assert len(losses["train/loss_sds"]) == STEPS
+    assert run.series("train/timestep")[0] > run.series("train/timestep")[-1]
+    if config == "sdi.yaml":
+        assert "loss_sds takes the config's lambda_sdi" in run.log
+    for test_view in run.images(f"save/it{STEPS}-test/*.png"):
+        assert_sane_image(test_view)

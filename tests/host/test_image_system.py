@@ -89,11 +89,12 @@ def test_text_to_image_config_equals_diffusers_ddim(tmp_path, tiny_sd):
 
 def test_inpainting_resumes_bit_for_bit(tmp_path, tiny_sd):
     """The carried noise and psi are in the checkpoint; per-step noise is seeded by the step."""
-    full = launch("dreamsampler-inpaint.yaml", tmp_path / "full", tiny_sd, 12, "checkpoint.every_n_train_steps=6")
+    keep = "checkpoint.save_top_k=-1"  # every checkpoint (a smoke run keeps only last.ckpt)
+    full = launch("dreamsampler-inpaint.yaml", tmp_path / "full", tiny_sd, 12, "checkpoint.every_n_train_steps=6", keep)
     ckpt = full.parent / "ckpts" / "epoch=0-step=6.ckpt"
     assert ckpt.is_file(), os.listdir(full.parent / "ckpts")
     resumed = launch("dreamsampler-inpaint.yaml", tmp_path / "resumed", tiny_sd, 12, "checkpoint.every_n_train_steps=6",
-                     f"resume={ckpt}")
+                     keep, f"resume={ckpt}")
     a, b = torch.load(full / "result.pt"), torch.load(resumed / "result.pt")
     assert torch.equal(a["latent"], b["latent"])
 

@@ -17,6 +17,7 @@ STEPS = 4
 SMALL = [  # a fixed 3-step schedule; 4 data views and a small hash grid keep the three runs short
     "system.guidance.trainer_max_steps=3",
     "checkpoint.every_n_train_steps=2",
+    "checkpoint.save_top_k=-1",  # every checkpoint (a smoke run keeps only last.ckpt)
     "data.ring_views=4",
     "system.geometry.pos_encoding_config.log2_hashmap_size=12",
 ]
@@ -55,7 +56,7 @@ def test_killed_run_resumes_into_one_log_with_the_same_weights(tiny_sd, tmp_path
     assert proc.wait(timeout=60) == -signal.SIGKILL
     trial = trial_dir(out)
     resumed = run_config(trial / "configs" / "parsed.yaml", out, tiny_sd, STEPS,
-                         [f"resume={trial / 'ckpts' / 'epoch=0-step=2.ckpt'}"])
+                         [f"resume={trial / 'ckpts' / 'epoch=0-step=2.ckpt'}", "checkpoint.save_top_k=-1"])
 
     assert resumed.trial_dir == trial
     for logs in ("csv_logs", "tb_logs"):

@@ -12,7 +12,7 @@ FIXED = ["system.guidance.trainer_max_steps=3"]  # the same schedule whatever tr
 
 
 def test_resume_continues_schedule_carried_noise_and_weights(tiny_sd, tmp_path):
-    common = FIXED + ["checkpoint.every_n_train_steps=2"]
+    common = FIXED + ["checkpoint.every_n_train_steps=2", "checkpoint.save_top_k=-1"]  # every checkpoint kept
     whole = run_config(CONFIG, tmp_path / "whole", tiny_sd, 4, common)
     resume = f"resume={whole.trial_dir / 'ckpts' / 'epoch=0-step=2.ckpt'}"
     resumed = run_config(CONFIG, tmp_path / "resumed", tiny_sd, 4, common + [resume])
