@@ -104,13 +104,16 @@ def test_next_step_noise_is_the_previous_prediction(ts, tiny_sd, prompt_utils, c
         uncond = g.unet(z_t, t0, encoder_hidden_states=emb[1:]).sample
     eps_hat = uncond + 7.5 * (cond - uncond)
     carried = eps_hat if carry == "guided" else uncond
-    assert torch.allclose(first["carried_rms"], carried.pow(2).mean().sqrt(), atol=1e-5)
+    # the guidance's batched UNet call and these two single calls differ by float32 rounding, about 1e-6 of the
+    # predictions' scale; CFG multiplies that by up to 1 + 2 * 7.5
+    tol = (1 + 2 * 7.5) * 1e-6 * max(cond.abs().max(), uncond.abs().max())
+    assert torch.allclose(first["carried_rms"], carried.pow(2).mean().sqrt(), rtol=0, atol=tol)
     z0_hat = (z_t - (1 - a0).sqrt() * eps_hat) / a0.sqrt()  # Tweedie with the guided prediction either way
     target = (g.vae.decode(z0_hat / g.vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
     assert torch.allclose(first["target_rgb"], target.permute(0, 2, 3, 1), atol=1e-4)
     g.update_step(0, 1)
     g(z.permute(0, 2, 3, 1), prompt_utils, rgb_as_latents=True, **cams())
-    assert torch.allclose(g.sampler.noise_tilde(1), carried, atol=1e-5)
+    assert torch.allclose(g.sampler.noise_tilde(1), carried, rtol=0, atol=tol)
 
 
 def test_per_view_noise_keys_follow_the_batch_index(ts, tiny_sd, prompt_utils):
@@ -178,6 +181,26 @@ def test_state_round_trip_continues_identically(ts, tiny_sd, prompt_utils):
         g.update_step(0, 3)
         torch.manual_seed(5)  # eta's fresh noise
         outs.append(g(prompt_utils=prompt_utils, **x, **cams())["loss_sds"])
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_a_validation_call_with_test_info_leaves_the_carried_noise_alone(ts, tiny_sd, prompt_utils):
+    """threestudio's sdi-system calls the guidance at each validation view with ``test_info``: the images it shows
+    come back at the render's size, and the next training step runs as if the call had not happened."""
+    a, b = make_guidance(ts, tiny_sd), make_guidance(ts, tiny_sd)
+    rgb = torch.rand(1, 32, 32, 3)
+    outs = []
+    for g, peek in ((a, False), (b, True)):
+        g.update_step(0, 0)
+        torch.manual_seed(0)
+        g(rgb, prompt_utils, **cams())
+        if peek:
+            info = g(torch.rand(1, 32, 32, 3), prompt_utils, **cams(), test_info=True)
+            assert {k: tuple(info[k].shape) for k in ("target", "noisy_img", "noise_img")} == dict.fromkeys(
+                ("target", "noisy_img", "noise_img"), (32, 32, 3))
+        g.update_step(0, 1)
+        torch.manual_seed(1)
+        outs.append(g(rgb, prompt_utils, **cams())["loss_sds"])
     assert torch.equal(outs[0], outs[1])
 
 

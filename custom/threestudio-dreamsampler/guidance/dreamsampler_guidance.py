@@ -76,7 +76,10 @@ class DreamSamplerGuidance(BaseObject):
         eta: float = 0.0
         per_view_noise: bool = False  # one noise memory per batch["index"] (fixed multi-view data)
         camera_bins: int = 0  # random cameras: one noise memory per azimuth sector of 360 / camera_bins degrees (0: one shared)
-        carry: str = "guided"  # the noise carried to the next step: guided (Alg. 2) | unconditional (Alg. 3, 4)
+        # the noise carried to the next step: unconditional (Alg. 3, 4) | guided (Alg. 2). The rule for the default:
+        # carry an estimate of unit-variance noise, as the forward process assumes (train/carried_rms near 1);
+        # eps(z_t, null) is one, the CFG prediction's RMS grows with the scale (about 2 at CFG 7.5, 6 at 100)
+        carry: str = "unconditional"
         pixel_loss: bool = False  # also return loss_pixel = ||x - D(z0^)||^2 (supp. eq. 19)
         return_target: bool = False  # also return the decoded target D(z0^) as "target_rgb"
         on_nonfinite: str = "raise"  # raise | skip
@@ -98,12 +101,13 @@ class DreamSamplerGuidance(BaseObject):
         inversion_n_steps: int = 10  # DDIM grid of the inversion (the steps below t, plus one to t + delta)
         inversion_eta: float = 0.3  # stochastic term of each inversion step
         t_anneal: bool = True  # t = max_step_percent -> min_step_percent linearly over trainer_max_steps (else random)
+        enable_sdi: bool = True  # false: fresh noise instead of the inversion's (as threestudio's; sdi.yaml sets it)
 
     cfg: Config
 
     # ------------------------------------------------------------------ set-up
     def configure(self) -> None:
-        self._validate()
+        self.check_config(self.cfg)
         self.weights_dtype = weights_dtype(self.cfg.half_precision_weights, self.device)
         if self.device.type != "cuda" and self.cfg.half_precision_weights:
             threestudio.info(f"dreamsampler-guidance: no CUDA device, using {str(self.weights_dtype)[6:]} weights")
@@ -151,10 +155,6 @@ class DreamSamplerGuidance(BaseObject):
         threestudio.info(f"Loaded the diffusion model ({space}, {self.prediction_type} prediction, {self.resolution} px)")
 
     def _corrective(self):
-        if not self.cfg.lmc_checkpoint:
-            raise ValueError(
-                "guidance.mode=lmc needs guidance.lmc_checkpoint: a corrective trained with scripts/train_lmc.py"
-            )
         k = load_corrective(self.cfg.lmc_checkpoint, device=self.device).eval().requires_grad_(False)
         if k.config["in_channels"] != self.unet.config.in_channels:
             raise ValueError(
@@ -167,12 +167,6 @@ class DreamSamplerGuidance(BaseObject):
     def _source_prompt_utils(self):
         """Embeddings of y_src from a prompt processor configured like the system's (view-dependent too)."""
         pp = dict(self.cfg.prompt_processor)
-        if self.cfg.mode == "dds" and not (self.cfg.source_prompt or "").strip():
-            raise ValueError("guidance.mode=dds needs guidance.source_prompt (a description of the source image)")
-        if not pp:
-            raise ValueError(
-                f"guidance.mode={self.cfg.mode} needs guidance.prompt_processor (set it to ${{system.prompt_processor}})"
-            )
         pp["prompt"] = source_prompt(pp.get("prompt", ""), self.cfg.source_prompt, self.cfg.source_suffix)
         pp.setdefault("pretrained_model_name_or_path", self.cfg.pretrained_model_name_or_path)
         threestudio.info(f"guidance source prompt y_src: {pp['prompt']!r}")
@@ -197,10 +191,17 @@ class DreamSamplerGuidance(BaseObject):
                 f"encoder's {tokenizer.model_max_length} ({model}): shorten guidance.source_suffix or set guidance.source_prompt"
             )
 
-    def _validate(self) -> None:
-        cfg = self.cfg
+    @staticmethod
+    def check_config(cfg: "DreamSamplerGuidance.Config") -> None:
+        """The fields' values, checked before any model is loaded (also by the launcher, ``check_config.py``)."""
         if cfg.mode not in MODES:
             raise ValueError(f"guidance.mode={cfg.mode!r} is unknown; choose one of {MODES}")
+        if cfg.mode == "lmc" and not cfg.lmc_checkpoint:
+            raise ValueError("guidance.mode=lmc needs guidance.lmc_checkpoint: a corrective trained with scripts/train_lmc.py")
+        if cfg.mode == "dds" and not (cfg.source_prompt or "").strip():
+            raise ValueError("guidance.mode=dds needs guidance.source_prompt (a description of the source image)")
+        if cfg.mode in ("bridge", "dds") and not cfg.prompt_processor:
+            raise ValueError(f"guidance.mode={cfg.mode} needs guidance.prompt_processor (set it to ${{system.prompt_processor}})")
         lo, hi = C(cfg.min_step_percent, 0, 0), C(cfg.max_step_percent, 0, 0)
         if not 0.0 <= lo < hi <= 1.0:
             raise ValueError(
@@ -329,6 +330,8 @@ class DreamSamplerGuidance(BaseObject):
 
         keys = self._noise_keys(kwargs.get("index"), azimuth)
         carried = self.cfg.mode == "dreamsampler"
+        # threestudio's sdi-system also calls the guidance at validation (test_info): that call leaves no trace
+        kept = self.sampler.state_dict() if carried and kwargs.get("test_info") else None
         with torch.no_grad():
             if carried:
                 t = self.sampler.timesteps[self.index].to(self.device).expand(batch_size)
@@ -337,8 +340,9 @@ class DreamSamplerGuidance(BaseObject):
             elif self.cfg.mode == "sdi":  # one t for the batch (threestudio's draw for a batch of 1)
                 t = torch.randint(self.min_step, self.max_step + 1, [1], dtype=torch.long, device=self.device)
                 t = t.expand(batch_size)
-                eps_tilde = None
-                z_t = self._sdi_invert(latents.detach(), t, prompt_utils, elevation, azimuth, camera_distances)
+                eps_tilde = None if self.cfg.enable_sdi else torch.randn_like(latents)  # enable_sdi=false: SDS's noise
+                z_t = (self._sdi_invert(latents.detach(), t, prompt_utils, elevation, azimuth, camera_distances)
+                       if self.cfg.enable_sdi else forward_noise(latents.detach(), eps_tilde, self._alpha(t, latents)))
             else:
                 t = torch.randint(self.min_step, self.max_step + 1, [batch_size], dtype=torch.long, device=self.device)
                 eps_tilde = torch.randn_like(latents)
@@ -378,6 +382,15 @@ class DreamSamplerGuidance(BaseObject):
                 out["target_rgb"] = bhwc(target)
         if guidance_eval:
             out["eval"] = self._guidance_eval(z_t, z0_hat, t, elevation, azimuth, camera_distances)
+        if kwargs.get("test_info"):  # the images threestudio's sdi-system shows at each validation view
+            with torch.no_grad():
+                a = self._alpha(t, latents)
+                noise = (z_t - a.sqrt() * latents) / (1 - a).sqrt()
+                size = tuple(rgb.shape[1:3])  # at the render's size, which the system compares them with
+                first = lambda z: bhwc(F.interpolate(self.decode_latents(z[:1]), size, mode="bilinear", align_corners=False))[0]
+                out.update(target=first(z0_hat), target_latent=z0_hat, noisy_img=first(z_t), noise_img=first(noise))
+            if kept is not None:
+                self.sampler.load_state_dict(kept)
         return out
 
     def _noise_keys(self, index, azimuth):
