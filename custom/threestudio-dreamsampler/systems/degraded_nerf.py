@@ -54,6 +54,11 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"system.operator={dict(cfg.operator)} is invalid (set it to ${{data.operator}}): {exc}") from exc
 
+    @staticmethod
+    def loads_guidance(cfg: "DreamSamplerDegradedNeRF.Config", max_steps: int) -> bool:
+        """Whether a run of ``max_steps`` steps gets past the warm-up (else no diffusion model is loaded)."""
+        return cfg.warmup_steps < max_steps
+
     def configure(self) -> None:
         super().configure()
         self.operator = self.check_config(self.cfg)
@@ -63,7 +68,7 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
         self._heldout_rows: List[Dict[str, Any]] = []
 
     def on_fit_start(self) -> None:
-        if self.cfg.warmup_steps >= self.trainer.max_steps:
+        if not self.loads_guidance(self.cfg, self.trainer.max_steps):
             threestudio.info("system.warmup_steps covers the whole run: data consistency only, no diffusion model")
             BaseLift3DSystem.on_fit_start(self)  # without DreamFusion's prompt processor and guidance
         else:
