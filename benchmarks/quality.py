@@ -22,6 +22,7 @@ date, the machine and the wall time, so that no number in the documentation is c
 from __future__ import annotations
 
 import argparse
+import csv
 import functools
 import json
 import os
@@ -130,7 +131,7 @@ def run(s: Settings, config: str, where: str, overrides: List[str], steps: int |
     if done is not None:
         return done.parent
     steps = steps or s.nfe
-    cmd = [sys.executable, "-m", "dreamsampler_launcher.run_threestudio", "--config", str(REPO / "configs" / f"{config}.yaml"),
+    cmd = [sys.executable, "-m", "dreamsampler_launcher.run_threestudio", "--config", str(config_file(config)),
            "--train", "--cpu", f"exp_root_dir={root}", *(f"{k}={MINI_SD}" for k in model_fields),
            f"trainer.max_steps={steps}", f"trainer.val_check_interval={val_every or steps}", *overrides]
     start = time.time()
@@ -143,6 +144,15 @@ def run(s: Settings, config: str, where: str, overrides: List[str], steps: int |
     s.runs_computed += 1
     (root / "run.json").write_text(json.dumps({"commit": git_commit(), "seconds": round(time.time() - start)}))
     return next(root.glob(f"*/*/save/{marker}")).parent
+
+
+def config_file(config: str) -> Path:
+    """``configs/<config>.yaml``, or for ``threestudio:<name>`` the threestudio checkout's ``configs/<name>.yaml``."""
+    if config.startswith("threestudio:"):
+        from dreamsampler_launcher.run_threestudio import threestudio_root
+
+        return threestudio_root() / "configs" / f"{config.split(':', 1)[1]}.yaml"
+    return REPO / "configs" / f"{config}.yaml"
 
 
 def slug(method: str) -> str:
@@ -640,8 +650,38 @@ def t2n_methods(s: Settings, names=None) -> Dict[str, tuple]:
     return {name: table[name]() for name in (names or table)}
 
 
+T2N_PEER_PROMPTS = ("a blue sphere", "a red cube", "a yellow cylinder", "a green cone")  # no other task's prompts
+SWAP = "system.guidance_type=dreamsampler-guidance"
+
+
+def t2n_peer_methods(s: Settings, names=None) -> Dict[str, tuple]:
+    """name: (config, overrides) of DreamSampler against what threestudio users have: the shipped config, the one-line
+    swap into threestudio's ``dreamfusion-sd.yaml`` with the guidance's defaults, threestudio's SDS in that config
+    and threestudio's SDI in its ``sdi.yaml`` (our ``mode=sds`` / ``mode=sdi``: threestudio's guidances, equal on the
+    tiny pipeline, at the mini model's native resolution); every one at CFG ``T2N_CFG`` and the ``T2N_SIZE`` sizes."""
+    cfg = f"system.guidance.guidance_scale={T2N_CFG}"
+    table = {
+        "dreamsampler (shipped config)": ("dreamsampler-text-to-nerf", [cfg]),
+        "dreamsampler (one-line swap into dreamfusion-sd.yaml)": ("threestudio:dreamfusion-sd", [SWAP, cfg]),
+        "sds (dreamfusion-sd.yaml)": ("threestudio:dreamfusion-sd", [SWAP, "system.guidance.mode=sds", cfg]),
+        "sdi (sdi.yaml)": ("threestudio:sdi", [SWAP, "system.guidance.mode=sdi", cfg]),
+    }
+    return {name: table[name] for name in (names or table)}
+
+
+def logged_unet_evals(save: Path) -> Dict[int, int]:
+    """step k -> UNet evaluations spent by the end of step k (the run's ``train/unet_evals``, summed)."""
+    rows = [r for r in csv.DictReader(open(next(save.parent.glob("csv_logs/version_*/metrics.csv")))) if r.get("train/unet_evals")]
+    per_step = {int(r["step"]): int(float(r["train/unet_evals"])) for r in rows}
+    out, total = {}, 0
+    for k in range(max(per_step, default=-1) + 1):
+        total += per_step.get(k, 0)
+        out[k + 1] = total
+    return out
+
+
 def text_to_nerf(task: str, steps: int | None = None, seeds: int | None = None, val_every: int | None = None, names=None,
-                 first_seed: int = 0):
+                 first_seed: int = 0, table=t2n_methods, prompts=T2N_PROMPTS):
     """Text-to-NeRF (supp. sec. 5.3) on the mini model: the shipped config (DreamSampler), its ``-sds``, ``-lmc``
     (k_psi for the mini model, as in text-to-image) and ``-bridge`` (y_src the null prompt, ``BRIDGE_NULL``)
     variants, DreamSampler carrying the guided prediction (Alg. 2) instead of the shipped unconditional one (Alg. 3
@@ -654,10 +694,10 @@ def text_to_nerf(task: str, steps: int | None = None, seeds: int | None = None, 
 
     def rows(s: Settings):
         n_steps, n_seeds, every = steps or s.t2n_steps, seeds or s.t2n_seeds, val_every or s.t2n_val_every
-        methods = t2n_methods(s, names)
+        methods = table(s, names)
         out, figure, curves = [], [], defaultdict(list)
         test_views: Dict[tuple, torch.Tensor] = {}
-        for p, prompt in enumerate(T2N_PROMPTS):
+        for p, prompt in enumerate(prompts):
             row = []
             for seed in range(first_seed, first_seed + n_seeds):
                 for name, (config, extra) in methods.items():
@@ -666,10 +706,11 @@ def text_to_nerf(task: str, steps: int | None = None, seeds: int | None = None, 
                                val_every=every, marker=f"it{n_steps}-test.mp4")
                     grids = sorted((save / f"it{n_steps}-test").glob("*.png"), key=lambda q: int(q.stem))
                     views = test_views[name, p, seed] = render_views(grids)
-                    out.append({"method": name, "scene": f"{p}-{seed}", "prompt": prompt, "unet_evals": 2 * n_steps,
+                    evals = logged_unet_evals(save)
+                    out.append({"method": name, "scene": f"{p}-{seed}", "prompt": prompt, "unet_evals": evals[n_steps],
                                 **read_object_views(s, views, prompt),
                                 "saturation_vs_world": saturation(views, render_views(grids, 2)) / world_saturation(prompt.split()[1])})
-                    curves[name].append([{"step": k, "unet_evals": 2 * k, **read_object_views(s, render_views(
+                    curves[name].append([{"step": k, "unet_evals": evals[k], **read_object_views(s, render_views(
                         sorted(save.glob(f"it{k}-[0-9].png"))), prompt)} for k in range(every, n_steps + 1, every)])
                     if seed == first_seed:
                         row.append(views[:1])
@@ -693,7 +734,7 @@ def save_accuracy_curves(path: Path, curves: Dict[str, List[List[dict]]]) -> Non
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for name, runs in curves.items():
-        x = [pt["unet_evals"] for pt in runs[0]]
+        x = [np.mean([r[k]["unet_evals"] for r in runs]) for k in range(len(runs[0]))]
         for ax, key in zip(axes, ("shape_ok", "colour_ok")):
             ax.plot(x, [np.mean([r[k][key] for r in runs]) for k in range(len(x))], marker="o", label=name)
     for ax, key in zip(axes, ("shape", "colour")):
@@ -712,6 +753,7 @@ TASKS: Dict[str, Callable] = {"inpaint": inpaint, "edit": edit, "restore-blur": 
                               "text-to-nerf-heldout": text_to_nerf("text-to-nerf-heldout", first_seed=3, names=[
                                   "dreamsampler (shipped config: unconditional noise carried)", "dreamsampler, guided noise carried (alg. 2)",
                                   "sds (-sds variant)"]),
+                              "text-to-nerf-peers": text_to_nerf("text-to-nerf-peers", table=t2n_peer_methods, prompts=T2N_PEER_PROMPTS),
                               "text-to-nerf-long": text_to_nerf("text-to-nerf-long", steps=T2N_LONG_STEPS, seeds=1, val_every=100,
                                                                 names=["dreamsampler, guided noise carried (alg. 2)", "sds (-sds variant)"])}
 QUICK_TASKS = ("restore-blur",)

@@ -82,6 +82,27 @@ def test_text_to_nerf_methods_share_settings_and_train_k_psi_only_for_lmc(monkey
         quality.t2n_methods(s)
 
 
+def test_peer_methods_differ_from_the_shipped_config_only_where_they_say(tmp_path):
+    """text-to-nerf-peers: every method at the shared CFG; the swap and SDS rows in threestudio's dreamfusion-sd.yaml
+    differ only by the guidance mode, the SDI row is the swap into threestudio's sdi.yaml in mode sdi."""
+    s = quality.Settings(out=tmp_path, scenes=1, nfe=10, quick=True)
+    m = quality.t2n_peer_methods(s)
+    cfg = f"system.guidance.guidance_scale={quality.T2N_CFG}"
+    assert all(cfg in overrides for _, overrides in m.values())
+    (c0, shipped), (c1, swap), (c2, sds), (c3, sdi) = m.values()
+    assert (c0, c1, c2, c3) == ("dreamsampler-text-to-nerf", "threestudio:dreamfusion-sd", "threestudio:dreamfusion-sd", "threestudio:sdi")
+    assert set(sds) - set(swap) == {"system.guidance.mode=sds"} and set(sdi) - set(swap) == {"system.guidance.mode=sdi"}
+    assert not set(quality.T2N_PEER_PROMPTS) & set(quality.T2N_PROMPTS)
+
+
+def test_unet_evaluations_are_summed_from_the_runs_log(tmp_path):
+    log = tmp_path / "trial" / "csv_logs" / "version_0"
+    log.mkdir(parents=True)
+    (log / "metrics.csv").write_text("step,train/unet_evals,train/loss_sds\n0,24.0,1\n1,22.0,1\n1,,\n2,20.0,1\n")
+    (tmp_path / "trial" / "save").mkdir()
+    assert quality.logged_unet_evals(tmp_path / "trial" / "save") == {1: 24, 2: 46, 3: 66}
+
+
 def fake_task(s):
     """Two methods on two scenes, a one-cell figure and a curves figure, as a task returns them."""
     import torch
