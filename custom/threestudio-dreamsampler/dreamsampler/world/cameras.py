@@ -16,11 +16,24 @@ FOVY_RANGE = (40.0, 70.0)
 # the evaluation ring: 16 azimuths at elevation 30
 RING_VIEWS, RING_ELEVATION, RING_DISTANCE, RING_FOVY = 16, 30.0, 1.75, 55.0
 RING_PROB = 0.25  # share of object images drawn from the ring
+# threestudio's evaluation orbit (RandomCameraDataset, the val / test views of random-camera-datamodule) as
+# the text-to-NeRF config sets it: eval_camera_distance 2.0 and eval_fovy_deg 70 from the config, the
+# elevation threestudio's eval_elevation_deg default (the config leaves it); azimuths from 0 over 360
+ORBIT_ELEVATION, ORBIT_DISTANCE, ORBIT_FOVY = 15.0, 2.0, 70.0
 
 
 def ring_azimuths(n: int = RING_VIEWS) -> list:
     """Azimuths of the ring, -180 first, in degrees."""
     return [-180.0 + 360.0 * k / n for k in range(n)]
+
+
+def orbit_azimuths(n: int, split: str = "test") -> list:
+    """Azimuths in degrees of threestudio's ``n`` evaluation views: ``linspace(0, 360, n)`` for test (the
+    first and last views coincide), ``linspace(0, 360, n + 1)[:n]`` for val."""
+    if split not in ("val", "test"):
+        raise ValueError(f"split must be val or test, got {split!r}")
+    azimuths = torch.linspace(0.0, 360.0, n + 1 if split == "val" else n)[:n]
+    return azimuths.tolist()
 
 
 def sample_camera(g: torch.Generator) -> Camera:

@@ -14,9 +14,12 @@ import torch
 from kornia.filters import gaussian_blur2d
 from kornia.geometry.transform import elastic_transform2d
 
-from .dataset import world_image
+from .dataset import SPLIT_OFFSETS, world_image
 from .icon_reader import MIN_AREA, _components, read_icon
 from .object_classifier import classify_objects, load_object_classifier
+from .objects import sample_object_attrs
+from .palette import COLOUR_NAMES, OBJECT_SHAPES
+from .scenes import eval_orbit_cameras, render_resized
 
 POSITION_TOL = 0.03  # fraction of the width (2 px at 64)
 SIZE_TOL = 0.25  # relative: blur takes the thin tips off small stars (up to about 20% of the radius)
@@ -122,3 +125,46 @@ def reader_accuracy(domain: str, n: int = 500, start: int = 0, reader: Reader | 
                 hits["size"] += size_ok
     keys = ATTRIBUTES if domain == "icon" else ("colour", "shape", "count")
     return {key: hits[key] / n for key in keys} | {"images": n}
+
+
+def orbit_objects(draws: int, start: int = 0, split: str = "eval") -> list:
+    """``draws`` objects of every shape in every colour (shape fastest), sizes drawn from the seeds of ``split``
+    from index ``start`` (one seed per object)."""
+    out = []
+    for k in range(draws * len(OBJECT_SHAPES) * len(COLOUR_NAMES)):
+        attrs = sample_object_attrs(torch.Generator().manual_seed(SPLIT_OFFSETS[split] + start + k))
+        attrs.shapes = [OBJECT_SHAPES[k % len(OBJECT_SHAPES)]]
+        attrs.colours = [COLOUR_NAMES[k // len(OBJECT_SHAPES) % len(COLOUR_NAMES)]]
+        out.append(attrs)
+    return out
+
+
+def orbit_reader_accuracy(draws: int = 2, start: int = 0, reader: Reader | None = None, size: int = 32,
+                          views: int = 8, split: str = "eval", background=None) -> dict:
+    """Accuracy of the object reader on world objects seen as the quality benchmark sees a text-to-NeRF run:
+    threestudio's ``views`` test cameras (``scenes.eval_orbit_cameras``), rendered at ``size`` px and brought to
+    the reader's 64 px as the benchmark brings the runs' saved views (``scenes.render_resized``); every shape in
+    every colour, ``draws`` objects each (``orbit_objects``: held-out seeds of ``split`` from ``start``), on white
+    or on ``background`` (a grey level or RGB: the text-to-NeRF renders' learned background is light grey).
+    Returns colour and shape accuracy over all renders, each per true shape (``by_shape``) and per true colour
+    (``by_colour``), the shape confusion counts (``shape_confusion[true][read]``) and the number of images."""
+    reader = reader or Reader()
+    cameras = eval_orbit_cameras(views, "test")
+    hits, confusion = Counter(), {s: Counter() for s in OBJECT_SHAPES}
+    n = 0
+    for attrs in orbit_objects(draws, start, split):
+        shape, colour = attrs.shapes[0], attrs.colours[0]
+        shapes, colours = classify_objects(reader.classifier, render_resized(attrs, cameras, size, background=background))
+        for s, c in zip(shapes, colours):
+            confusion[shape][s] += 1
+            for key, ok in (("colour", c == colour), ("shape", s == shape)):
+                hits[key] += ok
+                hits[key, "shape", shape] += ok
+                hits[key, "colour", colour] += ok
+                hits["n", "shape", shape] += key == "colour"
+                hits["n", "colour", colour] += key == "colour"
+        n += len(shapes)
+    per = lambda kind, names: {v: {key: hits[key, kind, v] / hits["n", kind, v] for key in ("colour", "shape")} for v in names}
+    return {"colour": hits["colour"] / n, "shape": hits["shape"] / n, "images": n,
+            "by_shape": per("shape", OBJECT_SHAPES), "by_colour": per("colour", COLOUR_NAMES),
+            "shape_confusion": {s: dict(confusion[s]) for s in OBJECT_SHAPES}}

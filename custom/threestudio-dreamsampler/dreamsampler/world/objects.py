@@ -1,4 +1,4 @@
-"""Shaded 3D primitives on white, ray cast analytically (2x supersampled)."""
+"""Shaded 3D primitives on white (or a given background), ray cast analytically (2x supersampled)."""
 from __future__ import annotations
 
 import torch
@@ -100,8 +100,9 @@ class ObjectRenderer:
     def __init__(self, shape: str, colour: str, size: float):
         self.shape, self.colour, self.size = shape, colour, size
 
-    def __call__(self, c2w: torch.Tensor, fovy_deg: float, height: int, width: int) -> torch.Tensor:
-        """Image [3,H,W] in [0,1] seen through the threestudio camera ``c2w`` [4,4] (or [3,4])."""
+    def __call__(self, c2w: torch.Tensor, fovy_deg: float, height: int, width: int, background=None) -> torch.Tensor:
+        """Image [3,H,W] in [0,1] seen through the threestudio camera ``c2w`` [4,4] (or [3,4]), on white or on
+        ``background`` (a grey level or an RGB triple in [0,1])."""
         c2w = c2w.float().cpu()
         s = SUPERSAMPLE
         o, d = camera_rays(c2w, fovy_deg, height * s, width * s)
@@ -109,7 +110,8 @@ class ObjectRenderer:
         light = c2w[:3, :3] @ LIGHT_CAMERA
         shade = AMBIENT + DIFFUSE * (n @ light).clamp_min(0)
         rgb = object_albedo(self.colour)[None] * shade[:, None]
-        rgb = torch.where(torch.isfinite(t)[:, None], rgb, torch.ones_like(rgb))
+        bg = torch.ones_like(rgb) if background is None else torch.as_tensor(background, dtype=rgb.dtype).expand_as(rgb)
+        rgb = torch.where(torch.isfinite(t)[:, None], rgb, bg)
         img = rgb.T.reshape(3, height * s, width * s)
         return F.avg_pool2d(img[None], s)[0]
 

@@ -18,14 +18,27 @@ import math
 import os
 
 import torch
+import torch.nn.functional as F
 
 from ..inverse.operators import build_operator
 from ..multiview.views import Views, write_views
 from .attributes import Attributes, Camera
-from .cameras import RING_DISTANCE, RING_ELEVATION, RING_FOVY, RING_VIEWS, camera_to_world, ring_azimuths
+from .cameras import (
+    ORBIT_DISTANCE,
+    ORBIT_ELEVATION,
+    ORBIT_FOVY,
+    RING_DISTANCE,
+    RING_ELEVATION,
+    RING_FOVY,
+    RING_VIEWS,
+    camera_to_world,
+    orbit_azimuths,
+    ring_azimuths,
+)
 from .captions import phrase
 from .dataset import SPLIT_OFFSETS
 from .objects import renderer_for, sample_object_attrs
+from .palette import IMAGE_SIZE
 
 HELDOUT_ELEVATIONS = (15.0, 45.0)
 
@@ -40,11 +53,34 @@ def heldout_cameras(n: int = 8) -> list:
     return [Camera(HELDOUT_ELEVATIONS[k % 2], azi, RING_DISTANCE, RING_FOVY) for k, azi in enumerate(azimuths)]
 
 
-def render_cameras(attrs: Attributes, cameras: list, size: int) -> tuple:
-    """Clean renders ``[N, 3, size, size]`` and their c2w ``[N, 4, 4]``."""
+def render_cameras(attrs: Attributes, cameras: list, size: int, background=None) -> tuple:
+    """Clean renders ``[N, 3, size, size]`` (on white unless ``background``: ``ObjectRenderer``) and their c2w
+    ``[N, 4, 4]``."""
     render = renderer_for(attrs)
     c2w = torch.stack([camera_to_world(c) for c in cameras])
-    return torch.stack([render(m, c.fovy, size, size) for m, c in zip(c2w, cameras)]), c2w
+    return torch.stack([render(m, c.fovy, size, size, background) for m, c in zip(c2w, cameras)]), c2w
+
+
+def eval_orbit_cameras(n: int = 8, split: str = "test") -> list:
+    """threestudio's ``n`` val or test cameras of the text-to-NeRF runs (``cameras.ORBIT_*``): the world's
+    ``camera_to_world`` of each is threestudio's ``RandomCameraDataset`` c2w."""
+    return [Camera(ORBIT_ELEVATION, azi, ORBIT_DISTANCE, ORBIT_FOVY) for azi in orbit_azimuths(n, split)]
+
+
+def resize_saved(images: torch.Tensor, out_size: int = IMAGE_SIZE) -> torch.Tensor:
+    """Images ``[N, 3, H, W]`` rounded to 8 bits (a saved PNG) and resized to ``out_size`` bilinearly
+    (``align_corners=False``): the path of threestudio's saved views to the reader's 64 px in the quality
+    benchmark (``render_views``)."""
+    images = (images.clamp(0, 1) * 255).round() / 255
+    if images.shape[-1] == out_size and images.shape[-2] == out_size:
+        return images
+    return F.interpolate(images, size=out_size, mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+def render_resized(attrs: Attributes, cameras: list, size: int, out_size: int = IMAGE_SIZE, background=None) -> torch.Tensor:
+    """Renders ``[N, 3, out_size, out_size]`` made at ``size`` px and brought to ``out_size`` as the quality
+    benchmark brings saved views (``resize_saved``)."""
+    return resize_saved(render_cameras(attrs, cameras, size, background)[0], out_size)
 
 
 def object_attrs(seed: int) -> Attributes:
