@@ -102,7 +102,8 @@ def test_the_cpu_runs_the_tiny_pipelines_in_float16(ts, tiny_sd64, tiny_if16, we
         assert g.weights_dtype == HALF and next(g.unet.parameters()).dtype == HALF
         z = torch.randn(2, g.unet.config.in_channels, 8, 8)
         with torch.no_grad():
-            out = g.unet(z.to(HALF), torch.tensor([500, 500]), encoder_hidden_states=torch.randn(2, 77, g.unet.config.cross_attention_dim).to(HALF)).sample
+            emb = torch.randn(2, 77, g.unet.config.cross_attention_dim).to(HALF)
+            out = g.unet(z.to(HALF), torch.tensor([500, 500]), encoder_hidden_states=emb).sample
         assert out.dtype == HALF and torch.isfinite(out).all()
         if g.vae is not None:
             with torch.no_grad():
@@ -133,7 +134,8 @@ def mode_config(mode, model, tmp_path_factory):
         channels = UNet2DConditionModel.load_config(model, subfolder="unet")["in_channels"]
         torch.manual_seed(0)
         path = tmp_path_factory.mktemp("lmc") / "k.safetensors"
-        return {"lmc_checkpoint": str(save_corrective(CorrectiveUNet(in_channels=channels, base_channels=8, depth=2), path))}
+        return {"lmc_checkpoint": str(save_corrective(CorrectiveUNet(in_channels=channels, base_channels=8, depth=2),
+                                                      path))}
     if mode == "sdi":
         return {"inversion_n_steps": 2}  # two inversion steps: the same code as ten, a fifth of the UNet calls
     return {}
@@ -170,7 +172,8 @@ def half_prompt_utils(prompt_utils):
 
 @pytest.mark.parametrize("family", ["sd", "if"])
 @pytest.mark.parametrize("mode", MODES)
-def test_guidance_in_half_precision_matches_float32(ts, tiny_sd64, tiny_if16, tmp_path_factory, monkeypatch, weights, family, mode):
+def test_guidance_in_half_precision_matches_float32(ts, tiny_sd64, tiny_if16, tmp_path_factory, monkeypatch, weights,
+                                                    family, mode):
     """Every mode, float16 weights, each way a render arrives (float32, float16, under autocast): the losses
     and the gradient on the render are float32 and finite and within GUIDANCE_TOL of the float32 run, as is
     the noise DreamSampler carries; the gradient reaches the render in its own dtype."""
@@ -221,7 +224,8 @@ NERF_RUNS = {"16-mixed, fp16 render": ("float16", "16-mixed", True),  # the conf
 RUNS_2D = {"32": ("float16", "32", False),  # the configs' precision
            "16-mixed": ("float16", "16-mixed", False)}
 SYSTEM_CONFIGS = {  # shipped config -> (its overrides for the tiny 64 px pipeline, steps, runs)
-    "dreamsampler-text-to-nerf.yaml": (NERF + ["system.prompt_processor.prompt=a cube", "data.width=32", "data.height=32"], 3, NERF_RUNS),
+    "dreamsampler-text-to-nerf.yaml": (
+        NERF + ["system.prompt_processor.prompt=a cube", "data.width=32", "data.height=32"], 3, NERF_RUNS),
     "dreamsampler-degraded-nerf.yaml": (NERF + [
         "data.dataroot=procedural", "data.procedural_size=16", "data.ring_views=4", "data.caption=a cube",
         "data.operator={type: blur, kernel_size: 5, sigma: 2.0}", "system.warmup_steps=1"], 3, NERF_RUNS),
@@ -279,6 +283,7 @@ class Probe:
         class Callback(pl.Callback):
             def on_before_optimizer_step(self, trainer, module, optimizer):
                 grads = [p.grad for p in module.parameters() if p.grad is not None]
+                scaler = getattr(trainer.precision_plugin, "scaler", None)
                 guidance = getattr(module, "guidance", None)
                 memory = guidance.sampler.state_dict()["memory"] if guidance is not None else {}
                 carried = [m["eps"].flatten().float() for _, m in sorted(memory.items(), key=str)]
@@ -287,14 +292,15 @@ class Probe:
                     "finite": all(torch.isfinite(g).all() for g in grads),
                     "render_grad": None if render is None or render.grad is None else render.grad.float().clone(),
                     "carried": torch.cat(carried) if carried else None,
-                    "scale": trainer.precision_plugin.scaler.get_scale() if getattr(trainer.precision_plugin, "scaler", None) else 1.0,
+                    "scale": scaler.get_scale() if scaler is not None else 1.0,
                 })
                 probe.render = None
 
         self.callback = Callback()
 
 
-def run_system(ts, config, out_dir, model, weights_dtype, precision, cast_render, plugin=None, steps=None, overrides=()):
+def run_system(ts, config, out_dir, model, weights_dtype, precision, cast_render, plugin=None, steps=None,
+               overrides=()):
     """``configs/<config>`` in this process on the CPU: threestudio's system and data module in a Lightning
     Trainer (no logger, no checkpoints, no validation); returns the probe and the system."""
     import pytorch_lightning as pl
@@ -346,7 +352,8 @@ def test_each_systems_half_precision_run_matches_float32(ts, tiny_sd64, tmp_path
     monkeypatch.setenv(HALF_ENV, "")  # set by run_system for each run, restored after the test
     reference, ref_system = run_system(ts, config, tmp_path / "fp32", tiny_sd64, "float32", "32", False)
     for label, (weights_dtype, precision, cast_render) in SYSTEM_CONFIGS[config][2].items():
-        probe, system = run_system(ts, config, tmp_path / label.replace(" ", ""), tiny_sd64, weights_dtype, precision, cast_render)
+        out_dir = tmp_path / label.replace(" ", "")
+        probe, system = run_system(ts, config, out_dir, tiny_sd64, weights_dtype, precision, cast_render)
         loaded = system.guidance.weights_dtype if hasattr(system, "guidance") else system.model.dtype
         assert loaded == HALF, (config, label, loaded)
         assert len(probe.rows) == len(reference.rows), label
