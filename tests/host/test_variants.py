@@ -72,7 +72,7 @@ def test_variant_validates_in_threestudio(variant, ts, tiny_sd, corrective, tmp_
 
     path = merged_config(variant, tmp_path)
     overrides = smoke_overrides(load_with_base(variant)[1], STEPS, tiny_sd, extra_overrides(variant, corrective))
-    cfg = load_config(str(path), cli_args=overrides)
+    cfg = load_config(str(path), cli_args=overrides + [f"exp_root_dir={tmp_path}"])  # load_config makes the trial folder
     system = parse_structured(ts.find(cfg.system_type).Config, cfg.system)
     guidance = parse_structured(ts.find(system.guidance_type).Config, system.guidance)
     assert guidance.mode == variant.stem.rsplit("-", 1)[1]

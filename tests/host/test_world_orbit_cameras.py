@@ -27,12 +27,12 @@ def t2n_size():
 
 
 @pytest.mark.parametrize("split", ["val", "test"])
-def test_eval_orbit_cameras_are_threestudio_s(ts, split):
+def test_eval_orbit_cameras_are_threestudio_s(ts, split, tmp_path):
     from threestudio.data.uncond import RandomCameraDataModuleConfig, RandomCameraDataset
     from threestudio.utils.config import load_config, parse_structured
 
     cfg = load_config(str(REPO / "configs" / "dreamsampler-text-to-nerf.yaml"),
-                      cli_args=["system.prompt_processor.prompt=a red sphere", *t2n_size()])
+                      cli_args=["system.prompt_processor.prompt=a red sphere", *t2n_size(), f"exp_root_dir={tmp_path}"])
     data = parse_structured(RandomCameraDataModuleConfig, cfg.data)
     ds = RandomCameraDataset(data, split)
     cams = eval_orbit_cameras(ds.n_views, split)
