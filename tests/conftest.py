@@ -77,3 +77,13 @@ def tiny_if(tmp_path_factory):
     from dreamsampler.testing.tiny_if_pipeline import build_tiny_if_pipeline
 
     return build_tiny_if_pipeline(tmp_path_factory.mktemp("tiny-if"))
+
+
+@pytest.fixture(autouse=True)
+def leaves_nothing_in_the_repositorys_outputs():
+    """Every test writes under its own tmp_path: a test that adds to the repository's outputs/ fails here."""
+    outputs = REPO / "outputs"
+    before = set(outputs.iterdir()) if outputs.is_dir() else set()
+    yield
+    after = set(outputs.iterdir()) if outputs.is_dir() else set()
+    assert not after - before, f"the test left {sorted(map(str, after - before))} in the repository's outputs/"
