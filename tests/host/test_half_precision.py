@@ -315,7 +315,8 @@ def run_system(ts, config, out_dir, model, weights_dtype, precision, cast_render
     else:
         models = [f"system.pretrained_model_name_or_path={model}"]
     cfg = load_config(str(REPO / "configs" / config),
-                      cli_args=[*models, f"trainer.max_steps={steps}", *config_overrides, *overrides])
+                      cli_args=[*models, f"trainer.max_steps={steps}", *config_overrides, *overrides,
+                                f"exp_root_dir={out_dir}"])  # load_config makes the trial folder
     if weights_dtype == "float32":
         os.environ.pop(HALF_ENV, None)
     else:
