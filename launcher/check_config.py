@@ -254,12 +254,9 @@ def check_values(where: str, cls, parsed) -> None:
         fail(str(exc))
 
 
-def check(args) -> List[str]:
-    """Check the run of ``args`` (``run_threestudio.LaunchArgs``, overrides final); returns extra overrides."""
-    from .run_threestudio import load_threestudio, run_config
-
-    raw = run_config(args.config, args.overrides)
-    load_threestudio(cpu=args.cpu)
+def check(raw: DictConfig, smoke: Optional[str] = None) -> List[str]:
+    """Check the run's config ``raw`` (the file with the final overrides, unresolved; threestudio and this extension
+    imported); ``smoke``: ``world`` under ``--smoke``. Returns extra overrides."""
     cfg = resolved(raw)
     parsed = [(where, *parse_component(where, f"{where}_type", t, node)) for where, t, node in components(cfg)]
     _, system_cls, system_cfg = parsed[1]
@@ -272,7 +269,7 @@ def check(args) -> List[str]:
             check_values(where, cls, parsed_cfg)
     check_swap(cfg)
     check_model_folders(cfg)
-    if args.smoke == "world":
+    if smoke == "world":
         check_world_words(cfg)
     check_scales_and_context(cfg)
     check_output_folder(cfg)

@@ -259,7 +259,7 @@ def prepare(args: LaunchArgs) -> LaunchArgs:
     extra += swap_overrides(cfg)
     args = replace(args, overrides=args.overrides + extra)
     check_resume(args.overrides)
-    return replace(args, overrides=args.overrides + check(args))
+    return replace(args, overrides=args.overrides + check(run_config(args.config, args.overrides), args.smoke))
 
 
 # ------------------------------------------------------------------ threestudio
