@@ -23,10 +23,16 @@ def run_with_site(code: str, **env) -> dict:
 
 
 def test_stand_ins_serve_only_what_no_package_provides():
-    import importlib.util
+    import importlib.metadata
 
-    absent = [n for n in ("nvdiffrast",) if importlib.util.find_spec(n) is None]  # the light ones of each kind
-    present = [n for n in ("IPython",) if importlib.util.find_spec(n) is not None]
+    def installed(dist):  # asked of the installed distributions: sys.modules may hold the CPU back end's stand-ins
+        try:
+            return bool(importlib.metadata.version(dist))
+        except importlib.metadata.PackageNotFoundError:
+            return False
+
+    absent = [n for n in ("nvdiffrast",) if not installed(n)]  # the light ones of each kind
+    present = [n for n, dist in (("IPython", "ipython"),) if installed(dist)]
     if not absent or not present:
         pytest.skip("needs nvdiffrast absent and IPython installed here")
     got = run_with_site(
