@@ -31,7 +31,7 @@ def test_threestudios_deep_floyd_prompt_processor_encodes_with_t5(ts, tiny_if, p
 
 
 def test_a_dreamsampler_step_on_if_diffuses_the_renders_pixels(ts, tiny_if, prompt_utils):
-    g = make_guidance(ts, tiny_if, pixel_loss=True, return_target=True, guidance_scale=20.0)
+    g = make_guidance(ts, tiny_if, pixel_loss=True, return_target=True, guidance_scale=20.0, carry="guided")
     assert g.pixel_space and g.vae is None and g.resolution == 64 and g.prediction_type == "epsilon"
     rgb = torch.rand(2, 32, 32, 3, requires_grad=True)  # resized to IF's 64x64, as threestudio's guidance does
     g.update_step(0, 0)
@@ -52,7 +52,7 @@ def test_a_dreamsampler_step_on_if_diffuses_the_renders_pixels(ts, tiny_if, prom
     g(rgb.detach(), prompt_utils, **cams(2))
     torch.testing.assert_close(g.sampler.noise_tilde(1), eps_hat, rtol=0, atol=1e-4)
     # checkpoint state: schedule position and carried noise
-    h = make_guidance(ts, tiny_if, guidance_scale=20.0)
+    h = make_guidance(ts, tiny_if, guidance_scale=20.0, carry="guided")
     h.load_state_dict(g.state_dict())
     assert torch.equal(h.sampler.noise_tilde(1), g.sampler.noise_tilde(1))
 
