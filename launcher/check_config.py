@@ -33,6 +33,8 @@ from typing import Iterator, List, Optional, Tuple
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue, OmegaConfBaseException
 
+from .paths import leaves
+
 NAME_MAX = 255  # bytes of one file name on Linux file systems
 TIMESTAMP = len("@20261206-112427")
 TAG_KEEP = 96  # characters of a long tag kept in the trial folder's name
@@ -135,15 +137,11 @@ def parse_component(where: str, type_key: str, type_name: str, node: DictConfig)
 
 
 # ------------------------------------------------------------------ 4. files and folders
-def leaves(node, key: str = "") -> Iterator[Tuple[str, object]]:
-    if OmegaConf.is_dict(node):
-        for k, v in node.items():
-            yield from leaves(v, f"{key}.{k}" if key else str(k))
-    elif OmegaConf.is_list(node):
-        for i, v in enumerate(node):
-            yield from leaves(v, f"{key}[{i}]")
-    else:
-        yield key, node
+def system_leaves(cfg: DictConfig) -> Iterator[Tuple[str, str, object]]:
+    """(dotted key, field name, value) of every leaf under ``system`` (``paths.leaves``)."""
+    tree = OmegaConf.to_container(cfg.get("system") or OmegaConf.create({}), resolve=False)
+    for dotted, name, _, value in leaves(tree, "system"):
+        yield dotted, name, value
 
 
 def is_local_path(value: str) -> bool:
@@ -152,8 +150,8 @@ def is_local_path(value: str) -> bool:
 
 
 def check_model_folders(cfg: DictConfig) -> None:
-    for key, value in leaves(cfg.get("system") or {}, "system"):
-        if key.endswith(MODEL_FIELD) and isinstance(value, str) and is_local_path(value):
+    for key, name, value in system_leaves(cfg):
+        if name == MODEL_FIELD and isinstance(value, str) and is_local_path(value):
             path = Path(value).expanduser()
             tried = path if path.is_absolute() else Path.cwd() / path
             if not tried.is_dir():
@@ -209,8 +207,8 @@ def check_world_words(cfg: DictConfig) -> None:
 
 
 def check_scales_and_context(cfg: DictConfig) -> None:
-    for key, value in leaves(cfg.get("system") or {}, "system"):
-        if key.endswith("guidance_scale") and isinstance(value, (int, float)) and value < 0:
+    for key, name, value in system_leaves(cfg):  # not inversion_guidance_scale: SDI's is negative by design
+        if name == "guidance_scale" and isinstance(value, (int, float)) and value < 0:
             warn(f"{key}={value} is negative: the guidance then steers away from the prompt")
     model = OmegaConf.select(cfg, f"system.prompt_processor.{MODEL_FIELD}", default=None)
     prompt = OmegaConf.select(cfg, "system.prompt_processor.prompt", default=None)

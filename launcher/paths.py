@@ -29,14 +29,14 @@ def _is_user_path(value) -> bool:
     )
 
 
-def _leaves(node, key: str = "", in_list: str = "") -> Iterator[Tuple[str, str, str, object]]:
+def leaves(node, key: str = "", in_list: str = "") -> Iterator[Tuple[str, str, str, object]]:
     """(dotted key, field name, the key of the outermost list holding it or "", value) of every leaf."""
     if isinstance(node, dict):
         for k, v in node.items():
-            yield from _leaves(v, f"{key}.{k}" if key else str(k), in_list)
+            yield from leaves(v, f"{key}.{k}" if key else str(k), in_list)
     elif isinstance(node, list):
         for i, v in enumerate(node):
-            yield from _leaves(v, f"{key}[{i}]", in_list or key)
+            yield from leaves(v, f"{key}[{i}]", in_list or key)
     else:
         yield key, key.rsplit(".", 1)[-1].split("[")[0], in_list, node
 
@@ -55,7 +55,7 @@ def anchor_paths(cfg, cwd: str, threestudio_root: str) -> List[str]:
     overrides merged, ``run_threestudio.run_config``) absolute (see the module docstring)."""
     tree = OmegaConf.to_container(cfg, resolve=False)
     out, lists = [], {}
-    for dotted, name, list_key, value in _leaves(tree):
+    for dotted, name, list_key, value in leaves(tree):
         if name not in PATH_FIELDS + MODEL_FIELDS or not _is_user_path(value):
             continue
         here = Path(cwd, os.path.expanduser(value)).resolve()
