@@ -930,6 +930,8 @@ def main(argv=None) -> dict:
                 "runs": {"used": len(set(s.runs_used)), "computed": s.runs_computed, "commits": run_commits(s.runs_used)},
                 "settings": {"scenes": s.scenes, "nfe": s.nfe, "model": "dreamsampler/world/mini-sd"}}, s.out)
             print(f"[quality] results page {page}", flush=True)
+    if saved.exists():  # another invocation on the same --out may have finished tasks meanwhile: keep them
+        table = {**json.loads(saved.read_text())["table"], **{name: table[name] for name in names}}
     table = {k: table[k] for k in TASKS if k in table}
     meta = {"tasks": names, "scenes": s.scenes, "nfe": s.nfe, "quick": s.quick, "seconds": round(time.time() - start),
             "model": "dreamsampler/world/mini-sd", "threads": torch.get_num_threads()}
