@@ -10,7 +10,11 @@ pipeline), and so by ``launch.sh smoke`` and the host tests. In order, later ent
 2. the config's smoke file, ``<config folder>/smoke/<config file name>`` (for each config of a ``base:``
    chain, the furthest base first): a YAML mapping with up to three sections in the config's own layout,
    ``all`` (both flags), ``tiny`` (``--smoke-tiny``) and ``world`` (``--smoke``), for what only the config's
-   author knows: small canvases, a data scene, the settings measured to work on the miniature model;
+   author knows: small canvases, a data scene, the settings measured to work on the miniature model. A smoke
+   file may itself name a base smoke file (``base:``, relative to it; ``config_base.py``) and is merged over
+   it, section by section and key by key, before its ``all`` and then its ``tiny`` or ``world`` entries are
+   taken: so a shipped variant, ``configs/variants/<name>.yaml``, a whole config with no ``base:`` chain,
+   gets its base config's smoke settings from ``configs/variants/smoke/<name>.yaml``, which names them;
 3. the caller's overrides. A caller's ``key=value`` replaces every earlier entry at ``key`` or below it, so
    ``data.operator="{type: downsample, factor: 4}"`` is the whole operator, not merged into a smoke blur.
 
@@ -60,14 +64,21 @@ def _dotlist(node, prefix: str = "") -> List[str]:
 
 
 def file_overrides(config: Path, world: bool) -> List[str]:
-    """The ``all`` section of ``config``'s smoke file, then its ``world`` or ``tiny`` section (none: [])."""
+    """The ``all`` section of ``config``'s smoke file, then its ``world`` or ``tiny`` section (none: []); a smoke
+    file with a ``base:`` key is merged over that smoke file first."""
+    from .config_base import load_with_base
+
     path = smoke_file(config)
     if not path.is_file():
         return []
-    sections = OmegaConf.load(path)
+    try:
+        sections, files = load_with_base(path)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"[smoke] {e}") from e
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
-        raise SystemExit(f"[smoke] {path}: unknown section(s) {unknown}; a smoke file has {', '.join(SECTIONS)}")
+        where = path if len(files) == 1 else f"{path} (merged over {', '.join(map(str, reversed(files[:-1])))})"
+        raise SystemExit(f"[smoke] {where}: unknown section(s) {unknown}; a smoke file has {', '.join(SECTIONS)}")
     out = []
     for name in ("all", "world" if world else "tiny"):
         out += _dotlist(sections.get(name) or {})

@@ -1,4 +1,5 @@
-"""``base:`` in launch configs (config_base.py) and the smoke files of a chain (smoke.py); no threestudio needed."""
+"""``base:`` in launch configs (config_base.py) and in smoke files, and the smoke files of a chain (smoke.py); no
+threestudio needed."""
 import pytest
 from omegaconf import OmegaConf
 
@@ -94,3 +95,31 @@ def test_smoke_files_of_a_chain_apply_base_first_and_the_caller_last(chain):
     (chain / "smoke" / "base.yaml").write_text("wrld: {}\n")
     with pytest.raises(SystemExit, match="unknown section"):
         smoke_overrides(files, 3, "MODEL")
+
+
+def test_a_smoke_file_may_name_a_base_smoke_file(chain):
+    """configs/variants/smoke/<name>.yaml names its base config's smoke file: merged over it section by section,
+    key by key, then read as one smoke file (``all``, then ``tiny`` or ``world``)."""
+    from dreamsampler_launcher.smoke import file_overrides
+
+    (chain / "smoke").mkdir()
+    (chain / "smoke" / "base.yaml").write_text(
+        'all:\n  system: {size: 8, prompt: "a b"}\nworld:\n  system:\n    image: "world:1"\n'
+        "tiny:\n  system: {image: skimage:cat}\n")
+    (chain / "whole.yaml").write_text(BASE)  # a whole config, no base: chain, whose smoke file names base's
+    (chain / "sub" / "smoke").mkdir()
+    (chain / "sub" / "smoke" / "whole.yaml").write_text("base: ../../smoke/base.yaml\n")
+    (chain / "sub" / "whole.yaml").write_text(BASE)
+    for world in (False, True):
+        assert file_overrides(chain / "sub" / "whole.yaml", world) == file_overrides(chain / "base.yaml", world)
+    (chain / "sub" / "smoke" / "whole.yaml").write_text(
+        "base: ../../smoke/base.yaml\nall:\n  system: {size: 4}\nworld:\n  system: {op: blur}\n")
+    assert file_overrides(chain / "sub" / "whole.yaml", True) == [
+        "system.size=4", 'system.prompt="a b"', 'system.image="world:1"', 'system.op="blur"']
+    (chain / "sub" / "smoke" / "whole.yaml").write_text("base: ../nowhere.yaml\n")
+    with pytest.raises(SystemExit, match=r"\[smoke\].*whole.yaml.*nowhere.yaml"):
+        file_overrides(chain / "sub" / "whole.yaml", True)
+    (chain / "sub" / "smoke" / "whole.yaml").write_text("base: ../../smoke/base.yaml\n")
+    (chain / "smoke" / "base.yaml").write_text("wrld: {}\n")
+    with pytest.raises(SystemExit, match=r"whole.yaml \(merged over .*base.yaml\): unknown section"):
+        file_overrides(chain / "sub" / "whole.yaml", True)
