@@ -1,18 +1,21 @@
-"""configs/variants/: every variant differs from its base config exactly in what it states, loads and
-validates in threestudio, and one variant per guidance mode trains 2 steps in real threestudio
-(CPU, tiny pipeline; the lmc one with a corrective trained here by scripts/train_lmc.py)."""
+"""configs/variants/: every variant is the whole config scripts/write_variants.py writes from
+configs/variants/src/<name>.yaml (no ``base:`` key: threestudio's own load_config takes the file as it is), it
+differs from its base config exactly in what its src file states, its smoke settings are its base config's,
+and one variant per guidance mode trains 2 steps in real threestudio (CPU, tiny pipeline; the lmc one with a
+corrective trained here by scripts/train_lmc.py)."""
 
 import pytest
 from omegaconf import OmegaConf
 
-from dreamsampler_launcher.config_base import load_with_base, merged_config
-from dreamsampler_launcher.smoke import smoke_overrides
+from dreamsampler_launcher.config_base import load_with_base
+from dreamsampler_launcher.smoke import file_overrides, smoke_file, smoke_overrides
 
 from .runner import REPO, assert_finite_losses, run_config
 
 pytestmark = pytest.mark.threestudio
 
 VARIANTS = sorted((REPO / "configs" / "variants").glob("*.yaml"))
+SRC = REPO / "configs" / "variants" / "src"
 RUN = ["text-to-nerf-bridge", "degraded-nerf-sds", "svg-deblur-lmc"]  # each mode once, each system once
 STEPS = 2
 
@@ -26,6 +29,13 @@ def leaves(cfg, prefix=""):
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def base_config(variant):
+    """The shipped config the variant's src file names as its base."""
+    _, chain = load_with_base(SRC / variant.name)
+    assert len(chain) == 2 and chain[0].parent == REPO / "configs"
+    return chain[0]
 
 
 @pytest.fixture(scope="module")
@@ -44,35 +54,50 @@ def extra_overrides(variant, corrective):
 def test_every_system_and_mode_has_a_variant():
     assert {v.stem for v in VARIANTS} == {f"{s}-{m}" for s in ("text-to-nerf", "degraded-nerf", "svg-deblur")
                                           for m in ("sds", "bridge", "lmc")}
+    assert {v.name for v in VARIANTS} == {p.name for p in SRC.glob("*.yaml")}
     assert set(RUN) <= {v.stem for v in VARIANTS}
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=[v.stem for v in VARIANTS])
-def test_variant_is_its_base_plus_what_it_states(variant):
-    merged, chain = load_with_base(variant)
-    assert len(chain) == 2 and chain[0].parent == REPO / "configs"
-    base = leaves(OmegaConf.to_container(OmegaConf.load(chain[0])))
-    stated = leaves(OmegaConf.to_container(OmegaConf.load(variant)))
+def test_variant_is_its_base_plus_what_its_src_states(variant):
+    written = OmegaConf.load(variant)
+    assert "base" not in written  # a key threestudio's launch.py rejects
+    merged, _ = load_with_base(SRC / variant.name)
+    assert OmegaConf.to_container(written) == OmegaConf.to_container(merged)
+    base = leaves(OmegaConf.to_container(OmegaConf.load(base_config(variant))))
+    stated = leaves(OmegaConf.to_container(OmegaConf.load(SRC / variant.name)))
     stated.pop("base")
-    got = leaves(OmegaConf.to_container(merged))
+    got = leaves(OmegaConf.to_container(written))
     assert {k: v for k, v in got.items() if base.get(k, object()) != v} == stated
     assert set(base) <= set(got)
-    assert merged.system.guidance.mode == variant.stem.rsplit("-", 1)[1]
-    assert merged.name == f"dreamsampler-{variant.stem}"  # its own output folder
-    if merged.system.guidance.mode in ("sds", "bridge") and "nerf" in variant.stem:  # as their authors ran them:
-        assert merged.system.guidance.weighting_strategy == "sds"  # w = 1 - abar (eq. 21 fixes the SVG's form)
+    assert written.system.guidance.mode == variant.stem.rsplit("-", 1)[1]
+    assert written.name == f"dreamsampler-{variant.stem}"  # its own output folder
+    if written.system.guidance.mode in ("sds", "bridge") and "nerf" in variant.stem:  # as their authors ran them:
+        assert written.system.guidance.weighting_strategy == "sds"  # w = 1 - abar (eq. 21 fixes the SVG's form)
+
+
+@pytest.mark.parametrize("world", [False, True], ids=["tiny", "world"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=[v.stem for v in VARIANTS])
+def test_variant_smoke_settings_are_its_base_configs(variant, world, ts):
+    """A variant has no ``base:`` chain: its smoke file names its base config's (and, for every shipped variant,
+    adds nothing), so its smoke run gets the same overrides as its base config's (``ts``: threestudio's resolvers)."""
+    base = base_config(variant)
+    assert load_with_base(smoke_file(variant))[1] == [smoke_file(base), smoke_file(variant)]
+    assert set(OmegaConf.load(smoke_file(variant))) == {"base"}
+    assert file_overrides(variant, world) == file_overrides(base, world)
+    user = ["system.guidance.lmc_checkpoint=k.safetensors"] if variant.stem.endswith("-lmc") else []
+    assert smoke_overrides([variant], STEPS, "MODEL", user, world=world) == \
+        smoke_overrides([base], STEPS, "MODEL", user, world=world)
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=[v.stem for v in VARIANTS])
 def test_variant_validates_in_threestudio(variant, ts, tiny_sd, corrective, tmp_path):
-    """The merged file run_threestudio.py hands to launch.py, through threestudio's own load_config
-    with the smoke run's overrides, then the system's and the guidance's Config (unknown or mistyped
-    fields fail here)."""
+    """The variant file itself through threestudio's own load_config (no launcher merge) with the smoke run's
+    overrides, then the system's and the guidance's Config (unknown or mistyped fields fail here)."""
     from threestudio.utils.config import load_config, parse_structured
 
-    path = merged_config(variant, tmp_path)
-    overrides = smoke_overrides(load_with_base(variant)[1], STEPS, tiny_sd, extra_overrides(variant, corrective))
-    cfg = load_config(str(path), cli_args=overrides + [f"exp_root_dir={tmp_path}"])  # load_config makes the trial folder
+    overrides = smoke_overrides([variant], STEPS, tiny_sd, extra_overrides(variant, corrective))
+    cfg = load_config(str(variant), cli_args=overrides + [f"exp_root_dir={tmp_path}"])  # load_config makes the trial folder
     system = parse_structured(ts.find(cfg.system_type).Config, cfg.system)
     guidance = parse_structured(ts.find(system.guidance_type).Config, system.guidance)
     assert guidance.mode == variant.stem.rsplit("-", 1)[1]
