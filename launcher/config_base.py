@@ -1,18 +1,20 @@
 """``base:``: a launch config that states only what differs from another config.
 
-    # configs/variants/text-to-nerf-sds.yaml
-    base: ../dreamsampler-text-to-nerf.yaml   # relative to this file; a base may have a base
-    name: "dreamsampler-text-to-nerf-sds"
+    # my-configs/hamburger-sds.yaml, a config of your own next to this checkout's configs/
+    base: ../configs/variants/text-to-nerf-sds.yaml   # relative to this file; a base may have a base
+    name: "hamburger-sds"
     system:
-      guidance:
-        mode: sds
+      prompt_processor:
+        prompt: "a hamburger"
 
 The file is merged over its base with ``OmegaConf.merge`` (mappings merge key by key, lists and
 scalars are replaced, ``${...}`` interpolations stay unresolved until threestudio loads the result).
 threestudio's ``launch.py`` reads exactly one file and rejects unknown top-level keys, so
 ``run_threestudio.py`` writes the merged config to a file named by its content and hands that to
 launch.py; the trial's ``configs/raw.yaml`` is then the whole config. The smoke files of the chain
-(``smoke.py``) are read from the chain itself, before the merge.
+(``smoke.py``) are read from the chain itself, before the merge. The shipped configs have no ``base:``:
+``scripts/write_variants.py`` writes each ``configs/variants/<name>.yaml`` whole with this merge, from the
+delta ``configs/variants/src/<name>.yaml``, so that threestudio's own launch.py runs them too.
 """
 from __future__ import annotations
 
@@ -56,5 +58,5 @@ def merged_config(path: Union[str, Path], out_dir: Union[str, Path]) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(text)
-        os.replace(tmp, out)  # atomic: concurrent runs of the same variant never see a partial file
+        os.replace(tmp, out)  # atomic: concurrent runs of the same config never see a partial file
     return out

@@ -7,9 +7,9 @@ Takes every argument launch.py takes (``--train/--validate/--test/--export``, ``
 world inputs) and ``--smoke-tiny N`` (N steps on the tiny offline pipeline), both at small sizes (``smoke.py``).
 The arguments are parsed once (:class:`LaunchArgs`); then, before any model is loaded:
 
-- a ``--config`` with a ``base:`` key (a variant stating only what differs from its base, ``config_base.py``)
-  is merged over its base; relative paths in the config are anchored where the command runs (``paths.py``), a
-  relative ``exp_root_dir`` too (outputs land where the user runs the command);
+- a ``--config`` with a ``base:`` key (a config of the user's stating only what differs from another,
+  ``config_base.py``) is merged over its base; relative paths in the config are anchored where the command
+  runs (``paths.py``), a relative ``exp_root_dir`` too (outputs land where the user runs the command);
 - the whole config is checked (``check_config.py``): threestudio's own parsing, every component's fields, our
   systems' and guidance's values, model folders, the output folder, the trial folder's name; a mistake is one
   line naming the field the user set, and no trial folder is left behind.
@@ -53,7 +53,7 @@ EXT_NAME = "threestudio-dreamsampler"
 CPU_ENV = "DREAMSAMPLER_CPU"
 MODULE = "dreamsampler_launcher.run_threestudio"
 DEFAULT_ROOT = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "threestudio-dreamsampler" / "threestudio"
-MERGED_CONFIGS = DEFAULT_ROOT.parent / "configs"  # variants merged over their base (config_base.py)
+MERGED_CONFIGS = DEFAULT_ROOT.parent / "configs"  # configs with a `base:` merged over it (config_base.py)
 RUN_DIR = REPO / ".threestudio_run"  # launch.py's working directory (git-ignored)
 MODES = ("--train", "--validate", "--test", "--export")
 
@@ -238,8 +238,9 @@ def expand_smoke(args: LaunchArgs, chain: List[Path], cfg) -> LaunchArgs:
 
 
 def prepare(args: LaunchArgs) -> LaunchArgs:
-    """``args`` as launch.py gets them: smoke settings, a variant merged over its base, paths anchored where the
-    command runs, what a swapped-in guidance needs (``swap_overrides``), the config checked (``check_config.py``)."""
+    """``args`` as launch.py gets them: smoke settings, a ``base:`` config merged over its base, paths anchored
+    where the command runs, what a swapped-in guidance needs (``swap_overrides``), the config checked
+    (``check_config.py``)."""
     from .check_config import check
     from .config_base import load_with_base, merged_config
     from .paths import anchor_paths
