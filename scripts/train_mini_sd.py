@@ -364,59 +364,108 @@ class Trainer:
             tick(mse.item())
         self.state["vae_val_end"] = val()
 
-    # -- main loop
+    # -- main loop, by phase
     def run(self):
+        """Both phases (or what a resumed run has left of them), the final evaluation and the saved folder."""
+        self.start_clock()
+        pool, captions, draw, held_out, held_caps = self.load_data()
+        self.open_progress_bar()
+        if self.state["phase"] == 0:
+            self.vae_phase(pool, held_out)
+        means, stds, sf = self.encode_latents(pool)
+        ids, empty = self.tokenize_captions(captions)
+        fixed = self.validation_batch(held_out, held_caps, sf)
+        self.state.setdefault("unet_val_start", self.validation_loss(fixed))
+        self.train_unet(draw, means, stds, sf, ids, empty)
+        self.bar.close()
+        self.evaluate_unet(fixed)
+        self.state["done"] = True
+        self.save()
+        self.export()
+
+    def start_clock(self):
+        """Start the wall and CPU clocks (adding to a resumed run's) and the checkpoint timer."""
+        self.t_start, self.c_start, self.last_ckpt = time.time(), time.process_time(), time.time()
+        self.wall0, self.cpu0 = self.state["wall_s"], self.state["cpu_s"]
+
+    def load_data(self):
+        """The training pool (images, captions, the UNet's icon/object sampler) and the held-out images and captions."""
         a = self.args
-        t_start, c_start, last_ckpt = time.time(), time.process_time(), time.time()
-        wall0, cpu0 = self.state["wall_s"], self.state["cpu_s"]
         pool, captions, is_icon = load_pool(self.work, a.pool)
         draw = DomainSampler(is_icon, a.unet_batch, a.icon_fraction)
         held_out, held_caps, _ = load_pool(self.work, a.eval_images, "eval")
+        return pool, captions, draw, held_out, held_caps
+
+    def open_progress_bar(self):
+        """One progress bar over both phases' steps (none for the VAE with --vae-from), at the resumed step."""
+        a = self.args
         vae_steps = 0 if a.vae_from else a.vae_steps
-        bar = tqdm(total=vae_steps + a.unet_steps, initial=self.state["step"] + (vae_steps if self.state["phase"] == 1 else 0),
-                   mininterval=30 if not sys.stderr.isatty() else 0.5, desc="mini-sd")
+        self.bar = tqdm(total=vae_steps + a.unet_steps, initial=self.state["step"] + (vae_steps if self.state["phase"] == 1 else 0),
+                        mininterval=30 if not sys.stderr.isatty() else 0.5, desc="mini-sd")
 
-        def tick(loss):
-            self.state["step"] += 1
-            self.state["wall_s"] = wall0 + time.time() - t_start
-            self.state["cpu_s"] = cpu0 + time.process_time() - c_start
-            bar.update(1)
-            bar.set_postfix(phase=("vae", "unet")[self.state["phase"]], loss=f"{loss:.4f}", refresh=False)
-            if self.state["step"] % 50 == 0:
-                self.state["history"].append((self.state["phase"], self.state["step"], loss))
-            nonlocal last_ckpt
-            if time.time() - last_ckpt > 60 * a.ckpt_minutes:
-                self.save()
-                last_ckpt = time.time()
-
-        if self.state["phase"] == 0:
-            if a.vae_from:
-                self.load_vae(a.vae_from)
-            else:
-                self.train_vae(pool, held_out, tick)
-            self.state["vae_psnr"] = vae_round_trip_psnr(self.vae, held_out)
-            print(f"VAE held-out round-trip PSNR {self.state['vae_psnr']:.2f} dB")
-            if a.center_latents:
-                self.vae.eval()
-                mu = encode_pool(self.vae, pool[:4096])[0].mean((0, 2, 3))  # the pool's latent mean, per channel
-                center_latents(self.vae, mu)
-                self.state["latent_shift"] = mu.tolist()
-            self.state.update(phase=1, step=0)
+    def tick(self, loss):
+        """After a training step: count it, update the clocks, bar and loss history, checkpoint when due."""
+        self.state["step"] += 1
+        self.state["wall_s"] = self.wall0 + time.time() - self.t_start
+        self.state["cpu_s"] = self.cpu0 + time.process_time() - self.c_start
+        self.bar.update(1)
+        self.bar.set_postfix(phase=("vae", "unet")[self.state["phase"]], loss=f"{loss:.4f}", refresh=False)
+        if self.state["step"] % 50 == 0:
+            self.state["history"].append((self.state["phase"], self.state["step"], loss))
+        if time.time() - self.last_ckpt > 60 * self.args.ckpt_minutes:
             self.save()
-            last_ckpt = time.time()
+            self.last_ckpt = time.time()
 
+    def vae_phase(self, pool, held_out):
+        """Phase 0: train the VAE (or take --vae-from's), measure its round trip, centre its latents, checkpoint."""
+        a = self.args
+        if a.vae_from:
+            self.load_vae(a.vae_from)
+        else:
+            self.train_vae(pool, held_out, self.tick)
+        self.state["vae_psnr"] = vae_round_trip_psnr(self.vae, held_out)
+        print(f"VAE held-out round-trip PSNR {self.state['vae_psnr']:.2f} dB")
+        if a.center_latents:
+            self.centre_latent_space(pool)
+        self.state.update(phase=1, step=0)
+        self.save()
+        self.last_ckpt = time.time()
+
+    def centre_latent_space(self, pool):
+        """Fold the pool's per-channel latent mean (first 4096 images) into the VAE (``center_latents``)."""
+        self.vae.eval()
+        mu = encode_pool(self.vae, pool[:4096])[0].mean((0, 2, 3))  # the pool's latent mean, per channel
+        center_latents(self.vae, mu)
+        self.state["latent_shift"] = mu.tolist()
+
+    def encode_latents(self, pool):
+        """Freeze the VAE, encode the pool (posterior means and stds) and fix the scaling factor from their spread."""
         self.vae.requires_grad_(False).eval()
         means, stds = encode_pool(self.vae, pool)
         if self.state["scaling_factor"] is None:
             self.state["scaling_factor"] = 1.0 / means.std().item()
-        sf = self.state["scaling_factor"]
-        ids = tokenize(self.tokenizer, captions)
-        empty = tokenize(self.tokenizer, [""])
+        return means, stds, self.state["scaling_factor"]
+
+    def tokenize_captions(self, captions):
+        """The pool's captions as token ids, and the empty caption's (what a dropped caption becomes)."""
+        return tokenize(self.tokenizer, captions), tokenize(self.tokenizer, [""])
+
+    def validation_batch(self, held_out, held_caps, sf):
+        """The fixed held-out batch of the UNet's validation loss: 128 scaled latents, their tokens, a generator."""
         hm, _ = encode_pool(self.vae, held_out[:128])
         fixed_z, fixed_ids = (hm * sf).to(self.device), tokenize(self.tokenizer, held_caps[:128]).to(self.device)
-        fixed_g = step_generator(a.seed, 8, 0)
-        with torch.no_grad():
-            self.state.setdefault("unet_val_start", unet_loss(self.unet, self.text_encoder, self.sched, fixed_z, fixed_ids, copy.deepcopy(fixed_g)).item())
+        return fixed_z, fixed_ids, step_generator(self.args.seed, 8, 0)
+
+    @torch.no_grad()
+    def validation_loss(self, fixed, ema=False) -> float:
+        """The denoising loss on the fixed held-out batch (the same noise every time), of the live or the EMA weights."""
+        fixed_z, fixed_ids, fixed_g = fixed
+        unet, text_encoder = self.ema if ema else (self.unet, self.text_encoder)
+        return unet_loss(unet, text_encoder, self.sched, fixed_z, fixed_ids, copy.deepcopy(fixed_g)).item()
+
+    def train_unet(self, draw, means, stds, sf, ids, empty):
+        """Phase 1: the UNet and text encoder jointly on the frozen VAE's latents, ``--unet-steps`` steps, EMA kept."""
+        a = self.args
         self.unet.train()
         self.text_encoder.train()
         while self.state["step"] < a.unet_steps:
@@ -435,14 +484,12 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(list(self.unet.parameters()) + list(self.text_encoder.parameters()), 1.0)
             self.opt.step()
             ema_update(self.ema, (self.unet, self.text_encoder), min(a.ema, (1 + s) / (10 + s)))
-            tick(loss.item())
-        bar.close()
-        with torch.no_grad():
-            self.state["unet_val_end"] = unet_loss(self.unet, self.text_encoder, self.sched, fixed_z, fixed_ids, copy.deepcopy(fixed_g)).item()
-            self.state["unet_val_end_ema"] = unet_loss(self.ema[0], self.ema[1], self.sched, fixed_z, fixed_ids, copy.deepcopy(fixed_g)).item()
-        self.state["done"] = True
-        self.save()
-        self.export()
+            self.tick(loss.item())
+
+    def evaluate_unet(self, fixed):
+        """The held-out denoising loss at the end, of the live and of the EMA weights."""
+        self.state["unet_val_end"] = self.validation_loss(fixed)
+        self.state["unet_val_end_ema"] = self.validation_loss(fixed, ema=True)
 
     # -- output
     def export(self):
