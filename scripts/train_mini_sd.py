@@ -10,7 +10,8 @@ space is centred on the pool (``center_latents``). Two knobs of the UNet phase:
 and ``--snr-gamma`` weights the loss by Min-SNR-gamma (Hang et al.,
 "Efficient Diffusion Training via Min-SNR Weighting Strategy", ICCV 2023: min(SNR_t, gamma) / SNR_t
 for epsilon prediction, as diffusers' text-to-image example's ``--snr_gamma``). The result is a diffusers folder
-written with ``save_pretrained`` (safetensors) plus a model card.
+written with ``save_pretrained`` (safetensors) plus a model card (``mini_sd_card.md.in`` next to this
+script, filled by ``model_card``).
 
 Threads: torch's own choice, or ``--threads``. OpenMP's default wait policy (threads spin between
 parallel regions) is 1.3x faster here than ``OMP_WAIT_POLICY=PASSIVE`` on an idle machine (a UNet step of
@@ -534,61 +535,43 @@ def command_flags(a: dict) -> str:
     return " ".join(flag(k.replace("_", "-"), a[k]) for k in keys if a[k] is not None)
 
 
-def model_card(s) -> str:
+CARD_TEMPLATE = Path(__file__).with_name("mini_sd_card.md.in")  # str.format fields, filled by model_card
+
+
+def card_fields(s) -> dict:
+    """The model card's fields (``CARD_TEMPLATE``'s placeholders) from a run's summary."""
     a, p = s["args"], s["params"]
     snr = f" weighted by Min-SNR-{a['snr_gamma']:g} (min(SNR, {a['snr_gamma']:g}) / SNR)" if a["snr_gamma"] else ""
-    mix = f"{a['icon_fraction']:.0%} of every UNet batch icons, the rest objects"
     centre = (f"Its latent space then centred on the pool (channel means {', '.join(f'{v:.3f}' for v in s['latent_shift'])} "
               "moved to 0, folded into the VAE's 1x1 convolutions; see `center_latents`)." if "latent_shift" in s else
               "Latent space not centred (`--no-center-latents`).")
     vae = (f"taken from `{Path(a['vae_from']).name}` (`--vae-from`: not trained in this run)" if a.get("vae_from") else
            f"{a['vae_steps']} steps, batch {a['vae_batch']}, AdamW lr {a['vae_lr']} (warmup, cosine), MSE + {a['kl_weight']} KL")
-    return f"""---
-library_name: diffusers
-tags: [stable-diffusion, toy, procedural]
----
-# mini-sd: a miniature Stable Diffusion trained on a procedural world
+    return dict(
+        {k: a[k] for k in ("pool", "vae_channels", "text_width", "text_layers", "unet_channels", "unet_attn", "layers_per_block",
+                           "seed", "unet_steps", "unet_batch", "unet_lr", "ema", "icon_fraction")},
+        last_seed=a["pool"] - 1,
+        scaling_factor=s["scaling_factor"],
+        vae_params=p["vae"],
+        text_encoder_params=p["text_encoder"],
+        unet_params=p["unet"],
+        max_tokens=MAX_TOKENS,
+        vae=vae,
+        centre=centre,
+        snr=snr,
+        wall_min=s["wall_s"] / 60,
+        cpu_min=s["cpu_s"] / 60,
+        device=s["device"],
+        torch_threads=s["torch_threads"],
+        command_flags=command_flags(a),
+        **{k: s[k] for k in ("vae_psnr", "unet_val_start", "unet_val_end", "unet_val_end_ema")},
+        quality_mark=QUALITY_MARK,
+    )
 
-A Stable-Diffusion-shaped pipeline (AutoencoderKL + CLIPTextModel + UNet2DConditionModel + DDIM) small
-enough to train on two CPU cores, for tests and demos that need a model which actually follows its
-prompt. Load it like any SD checkpoint:
-`StableDiffusionPipeline.from_pretrained(path, safety_checker=None)`.
 
-## The world
-
-`dreamsampler.world`: seeded, infinite, 64x64 RGB. Half the images are **icons** (one to three flat
-shapes - circle, square, triangle, star - in pure red, green, blue, yellow or black, random position,
-size and rotation, not overlapping, on white; captions like `a blue square and a yellow star`, phrases
-ordered left to right), half are **objects** (one shaded sphere, cube, cylinder or cone at the origin,
-Lambertian plus ambient light, on white, seen from threestudio-style random cameras - elevation
--10..90, azimuth -180..180, distance 1.5..2.0, fovy 40..70 - or the 16-view ring at elevation 30; captions
-carry threestudio's view suffixes: `a red sphere, front view`). Training used the first {a['pool']} images of
-the training split (seeds 0..{a['pool'] - 1}); all evaluation uses the held-out split (seeds from 10^9).
-
-## Architecture
-
-| part | configuration | parameters |
-|---|---|---|
-| VAE | AutoencoderKL, widths {a['vae_channels']}, 4 latent channels, 64x64 -> 4x16x16, scaling factor {s['scaling_factor']:.4f} | {p['vae']:,} |
-| text encoder | CLIPTextModel, width {a['text_width']}, {a['text_layers']} layers, {MAX_TOKENS} tokens; tokenizer: one token per grammar word, byte fallback | {p['text_encoder']:,} |
-| UNet | UNet2DConditionModel, widths {a['unet_channels']}, cross-attention levels {a['unet_attn']}, {a['layers_per_block']} layer(s) per block | {p['unet']:,} |
-| scheduler | DDIMScheduler: scaled_linear betas 0.00085..0.012, 1000 steps, epsilon, set_alpha_to_one False, steps_offset 1 | |
-
-## Training
-
-Seed {a['seed']}. VAE: {vae}. {centre} UNet + text encoder (jointly, VAE frozen): {a['unet_steps']} steps, batch {a['unet_batch']},
-AdamW lr {a['unet_lr']} (warmup, cosine), epsilon MSE{snr}, 10% of captions dropped to "" for classifier-free
-guidance, EMA {a['ema']} (the saved weights); {mix}. Wall time {s['wall_s'] / 60:.1f} min on {s['device']} ({s['torch_threads']} torch threads, {s['cpu_s'] / 60:.1f} CPU-minutes; the
-wall time includes whatever else shared the machine).
-Command: `python scripts/train_mini_sd.py --out <dir> --work <work> {command_flags(a)}`.
-Held-out VAE round-trip PSNR {s['vae_psnr']:.2f} dB; held-out denoising loss {s['unet_val_start']:.4f} -> {s['unet_val_end']:.4f}
-(EMA weights {s['unet_val_end_ema']:.4f}).
-
-## Measured quality
-
-{QUALITY_MARK}
-Not measured yet: run `python scripts/eval_mini_sd.py --model <this folder>`.
-"""
+def model_card(s) -> str:
+    """The folder's README.md: ``CARD_TEMPLATE`` filled from a run's summary (``card_fields``)."""
+    return CARD_TEMPLATE.read_text().format(**card_fields(s))
 
 
 def main(argv=None):
