@@ -169,6 +169,51 @@ def test_min_snr_weighting_matches_the_papers_weights(load_script):
     assert torch.allclose(T.unet_loss(unet, text, sched, z0, ids, torch.Generator().manual_seed(3), snr_gamma=1e9), plain)
 
 
+
+def test_model_card_template_is_filled_with_every_field(load_script):
+    """The card is scripts/mini_sd_card.md.in filled by str.format: every placeholder has a field, every field is
+    used, and a summary's values appear in the card as formatted (none of the template's braces left)."""
+    import string
+
+    T = load_script("train_mini_sd")
+    assert T.CARD_TEMPLATE == REPO / "scripts" / "mini_sd_card.md.in"
+    a = vars(T.parse_args(["--out", "o", "--work", "w", "--pool", "777", "--seed", "13", "--unet-steps", "4321",
+                           "--vae-steps", "1234", "--unet-batch", "48", "--unet-lr", "0.00037", "--ema", "0.9876",
+                           "--text-width", "40", "--text-layers", "3", "--layers-per-block", "2", "--unet-channels", "24,48,72",
+                           "--unet-attn", "0,0,1", "--vae-channels", "12,24,36", "--icon-fraction", "0.6",
+                           "--snr-gamma", "2.5", "--threads", "3"]))
+    s = dict(args=a, params=dict(vae=1234567, text_encoder=23456, unet=345678), scaling_factor=0.123456, latent_shift=[0.25, -1.5, 2.0, -0.125],
+             vae_psnr=31.234, unet_val_start=1.23456, unet_val_end=0.54321, unet_val_end_ema=0.44444, wall_s=123.0, cpu_s=246.0,
+             device="cpu", torch_threads=3)
+    template = T.CARD_TEMPLATE.read_text()
+    placeholders = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    assert placeholders == set(T.card_fields(s))
+    card = T.model_card(s)
+    assert "{" not in card and "}" not in card and "$" not in card
+    assert card.startswith("---\nlibrary_name: diffusers\n") and card.endswith("`python scripts/eval_mini_sd.py --model <this folder>`.\n")
+    for expected in (
+        "the first 777 images of\nthe training split (seeds 0..776)",
+        "widths 12,24,36, 4 latent channels, 64x64 -> 4x16x16, scaling factor 0.1235 | 1,234,567 |",
+        "CLIPTextModel, width 40, 3 layers, 32 tokens;", "byte fallback | 23,456 |",
+        "widths 24,48,72, cross-attention levels 0,0,1, 2 layer(s) per block | 345,678 |",
+        "Seed 13. VAE: 1234 steps, batch 32, AdamW lr 0.001 (warmup, cosine), MSE + 1e-06 KL.",
+        "channel means 0.250, -1.500, 2.000, -0.125 moved to 0",
+        "4321 steps, batch 48,\nAdamW lr 0.00037 (warmup, cosine), epsilon MSE weighted by Min-SNR-2.5 (min(SNR, 2.5) / SNR),",
+        "EMA 0.9876 (the saved weights); 60% of every UNet batch icons, the rest objects.",
+        "Wall time 2.0 min on cpu (3 torch threads, 4.1 CPU-minutes;",
+        "--seed 13 --pool 777 --vae-channels 12,24,36 --vae-steps 1234 --center-latents --unet-channels 24,48,72 "
+        "--unet-attn 0,0,1 --unet-steps 4321 --icon-fraction 0.6 --snr-gamma 2.5 --threads 3`.",
+        "PSNR 31.23 dB; held-out denoising loss 1.2346 -> 0.5432\n(EMA weights 0.4444).",
+        "## Measured quality\n\n<!-- measured-quality -->\nNot measured yet",
+    ):
+        assert expected in card, expected
+    # the other branches: VAE taken from a folder, latents not centred, plain MSE
+    s2 = dict(s, args=dict(a, vae_from="/some/where/prev-model", snr_gamma=0.0, center_latents=False))
+    del s2["latent_shift"]
+    card2 = T.model_card(s2)
+    assert "VAE: taken from `prev-model` (`--vae-from`: not trained in this run). Latent space not centred" in card2
+    assert "epsilon MSE, 10% of captions" in card2 and "--no-center-latents" in card2 and "{" not in card2
+
 @needs_model
 def test_evaluator_script_quick_run_and_guidance_sweep(tmp_path):
     """scripts/eval_mini_sd.py end to end on the committed folder (a few samples and steps): the
