@@ -34,7 +34,7 @@ def test_orbit_cameras_are_the_text_to_nerf_config_s_test_views():
     assert data["eval_camera_distance"] == ORBIT_DISTANCE
     assert data["eval_fovy_deg"] == ORBIT_FOVY
     assert "eval_elevation_deg" not in data and ORBIT_ELEVATION == 15.0  # threestudio's default (host test)
-    assert "data.n_test_views=8" in quality().T2N_SIZE and "data.eval_width=32" in quality().T2N_SIZE
+    assert "data.n_test_views=8" in quality().text_to_nerf.T2N_SIZE and "data.eval_width=32" in quality().text_to_nerf.T2N_SIZE
     cams = eval_orbit_cameras(8)
     assert [round(c.azimuth, 3) for c in cams] == [round(360 * k / 7, 3) for k in range(8)]  # linspace(0, 360, 8)
     assert {(c.elevation, c.distance, c.fovy) for c in cams} == {(ORBIT_ELEVATION, ORBIT_DISTANCE, ORBIT_FOVY)}
@@ -51,7 +51,7 @@ def test_render_resized_is_the_benchmark_s_path_of_a_saved_view(tmp_path):
     for k, v in enumerate(views):
         paths.append(tmp_path / f"{k}.png")
         iio.imwrite(paths[-1], to_uint8(torch.cat([v, torch.zeros_like(v), torch.ones_like(v)], -1)))
-    assert torch.equal(quality().render_views(paths), render_resized(attrs, cams, 32))
+    assert torch.equal(quality().text_to_nerf.render_views(paths), render_resized(attrs, cams, 32))
 
 
 def test_object_reader_on_held_out_renders_at_the_benchmark_s_views_and_size():

@@ -1,5 +1,5 @@
 """benchmarks/quality.py's table pieces (no runs): summaries, the Markdown table of rows with different
-columns, the NeRF curves read from validation metrics, run folder names."""
+columns, the NeRF curves read from validation metrics, the methods as data (ids, run folder names, overrides)."""
 import importlib.util
 import json
 import shutil
@@ -24,22 +24,76 @@ def test_summaries_average_scenes_and_turn_booleans_into_accuracies():
     assert "| a | 2 | 2.00 | 25.00 | 0.500 |" in md and "| degraded input | 1 | 0.00 | 10.00 |  |" in md
 
 
+def test_rows_ids_are_kept_in_the_summary_and_left_out_of_the_table():
+    rows = [{"method": "dreamsampler (shipped)", "id": "dreamsampler", "scene": s, "unet_evals": 2, "psnr": 20.0 + s}
+            for s in (0, 1)]
+    summary = quality.summarize(rows)
+    assert summary == [{"method": "dreamsampler (shipped)", "id": "dreamsampler", "scenes": 2, "unet_evals": 2.0, "psnr": 20.5}]
+    md = quality.markdown({"task": summary})
+    assert "| method | scenes | unet_evals | psnr |" in md and "| dreamsampler (shipped) | 2 | 2.00 | 20.50 |" in md
+
+
 def test_nerf_curve_reads_each_validation_in_step_order(tmp_path):
     for step, value in ((150, 21.0), (100, 20.0), (200, 22.0)):
         (tmp_path / f"it{step}-val").mkdir()
         (tmp_path / f"it{step}-val" / "metrics.json").write_text(json.dumps({"step": step, "renders": {"psnr": value, "ssim": 0.5}}))
-    curve = quality.nerf_curve(tmp_path, warmup=100, unet_per_step=2)
+    curve = quality.nerf.nerf_curve(tmp_path, warmup=100, unet_per_step=2)
     assert [(p["step"], p["unet_evals"], p["psnr"]) for p in curve] == [(100, 0, 20.0), (150, 100, 21.0), (200, 200, 22.0)]
 
 
 @pytest.mark.parametrize("name, folder", [("sds as eq. 18's prior", "sds-as-eq-18s-prior"),
                                           ("dreamsampler (eq. 18-19, shipped)", "dreamsampler-eq-18-19-shipped")])
 def test_run_folders_are_named_by_method(name, folder):
-    assert quality.slug(name) == folder
+    assert quality.common.slug(name) == folder
+
+
+def test_every_task_s_run_folders_are_those_of_the_cached_runs():
+    """runs/<task>/<folder>/<scene>: the label's slug, as before the methods were data, unless a method names its
+    folder (the older folders of restoration, editing and text-to-image); so the runs of earlier benchmarks in
+    --out are found."""
+    slug = quality.common.slug
+    for name, task in quality.TASKS.items():
+        for m in task.methods:
+            assert m.run_folder == (m.folder or slug(m.label)) and m.where(name, "0-1") == f"{name}/{m.run_folder}/0-1"
+            if name.startswith(("inpaint", "nerf", "svg", "text-to-nerf")):
+                assert not m.folder and m.run_folder == slug(m.label), (name, m)
+
+    def folders(name):
+        return {m.run_folder for m in quality.TASKS[name].methods if m.config or name == "text-to-image"}
+
+    assert folders("text-to-nerf-peers") == {"dreamsampler-shipped-config", "dreamsampler-one-line-swap-into-dreamfusion-sd-yaml",
+                                             "sds-dreamfusion-sd-yaml", "sdi-sdi-yaml"}
+    assert folders("restore-blur") == folders("restore-x4") == {"dreamsampler", "dps-only", "init-noise"}
+    assert folders("edit") == {"dreamsampler", "localized"}
+    assert folders("text-to-image") == {"ddim", "sds-latent", "lmc-latent", "sds-latent-lmc-cfg", "bridge-latent"}
+    assert folders("nerf-blur") == {slug(label) for label in ("warm-up alone", "dreamsampler (eq. 18-19, shipped)",
+                                    "dreamsampler (mini-model settings)", "data consistency only", "sds as eq. 18's prior")}
+
+
+def test_method_ids_are_short_keys_unique_in_each_task():
+    import re
+
+    for name, task in quality.TASKS.items():
+        ids = [m.id for m in task.methods]
+        assert len(ids) == len(set(ids)), (name, ids)
+        assert all(re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", i) for i in ids), (name, ids)
+        labels = [m.label for m in task.methods]
+        assert len(labels) == len(set(labels)) and "degraded-input" not in ids, name
+    assert [m.id for m in quality.TASKS["text-to-nerf-heldout"].methods] == ["dreamsampler", "dreamsampler-guided", "sds"]
+    assert [m.id for m in quality.TASKS["text-to-nerf-long"].methods] == ["dreamsampler-guided", "sds"]
+
+
+def test_method_overrides_are_templates_filled_lazily():
+    Method = quality.common.Method
+    m = Method("x", "x (a label)", "dreamsampler-edit", ("system.prompt={prompt!r}", "system.regions=[{{rect: {rect}}}]", "a=1"))
+    assert m.args(prompt="a red circle", rect=[0, 0.5], unused=lambda: pytest.fail("called")) == [
+        "system.prompt='a red circle'", "system.regions=[{rect: [0, 0.5]}]", "a=1"]
+    assert Method("y", "y", overrides=("k={k_psi}",)).args(k_psi=lambda: "/k.safetensors") == ["k=/k.safetensors"]
+    assert quality.common.pick((m, Method("y", "y")), ["y", "x"])[1] is m
 
 
 def test_the_worlds_own_spread_of_icon_position_and_size():
-    spread = quality.world_spread(200)
+    spread = quality.text_to_image.world_spread(200)
     assert set(spread) == {"x", "y", "size"} and 0.1 < spread["x"] < 0.35 and 0 < spread["size"] < 0.1
 
 
@@ -55,44 +109,47 @@ def test_render_panels_and_object_saturation(tmp_path):
     opacity = np.zeros((32, 32, 3), np.uint8)
     opacity[8:24, 8:24] = 255
     iio.imwrite(tmp_path / "0.png", np.concatenate([rgb, np.zeros_like(rgb), opacity], 1))
-    views, alpha = quality.render_views([tmp_path / "0.png"]), quality.render_views([tmp_path / "0.png"], 2)
+    views, alpha = quality.text_to_nerf.render_views([tmp_path / "0.png"]), quality.text_to_nerf.render_views([tmp_path / "0.png"], 2)
     assert views.shape == alpha.shape == (1, 3, 64, 64)
     assert torch.allclose(views[0, :, 32, 32], torch.tensor([1.0, 0.0, 0.0]))
-    assert quality.saturation(views, alpha) == pytest.approx(1.0, abs=0.05)  # edges blend with white at 64 px
+    assert quality.text_to_nerf.saturation(views, alpha) == pytest.approx(1.0, abs=0.05)  # edges blend with white at 64 px
     half = views * 0.5 + 0.5  # a pink square: saturation 0.5, the white background left out either way
-    assert quality.saturation(half, alpha) == pytest.approx(0.5, abs=0.02)
-    assert quality.saturation(half) == pytest.approx(0.5, abs=0.1)  # the blended edge pixels count here
+    assert quality.text_to_nerf.saturation(half, alpha) == pytest.approx(0.5, abs=0.02)
+    assert quality.text_to_nerf.saturation(half) == pytest.approx(0.5, abs=0.1)  # the blended edge pixels count here
 
 
 def test_text_to_nerf_methods_share_settings_and_train_k_psi_only_for_lmc(monkeypatch, tmp_path):
     """The guided row is the shipped config with Alg. 2's carry, the azimuth-quarter row that plus camera_bins=4,
     the bridge row the -bridge variant with the null source prompt; picking methods without LMC never trains
     its corrective."""
-    monkeypatch.setattr(quality, "mini_corrective", lambda s: pytest.fail("k_psi trained for a run without LMC"))
+    t2n = quality.text_to_nerf
+    monkeypatch.setattr(t2n, "mini_corrective", lambda s: pytest.fail("k_psi trained for a run without LMC"))
     s = quality.Settings(out=tmp_path, scenes=1, nfe=10, quick=True)
-    names = ["dreamsampler (shipped config: unconditional noise carried)", "dreamsampler, guided noise carried (alg. 2)",
-             "dreamsampler, guided, noise per azimuth quarter", "bridge (-bridge variant, y_src = null)"]
-    m = quality.t2n_methods(s, names)
-    assert list(m) == names
-    (config, shipped), (config_g, guided), (config_q, quarter), (config_b, bridge) = m.values()
+    ids = ["dreamsampler", "dreamsampler-guided", "dreamsampler-guided-bins", "bridge"]
+    m = t2n.method_overrides(s, quality.common.pick(t2n.T2N_METHODS, ids))
+    assert [x.id for x in m] == ids
+    (config, shipped), (config_g, guided), (config_q, quarter), (config_b, bridge) = ((x.config, o) for x, o in m.items())
     assert config == config_g == config_q == "dreamsampler-text-to-nerf"
     assert guided == shipped + ["system.guidance.carry=guided"] and quarter == guided + ["system.guidance.camera_bins=4"]
     assert config_b == "variants/text-to-nerf-bridge" and bridge == shipped + ["system.guidance.source_prompt=''"]
+    t2n.text_to_nerf("text-to-nerf", ids=ids)  # a task of those methods is made without k_psi
     with pytest.raises(pytest.fail.Exception, match="k_psi"):
-        quality.t2n_methods(s)
+        t2n.method_overrides(s, t2n.T2N_METHODS)
 
 
 def test_peer_methods_differ_from_the_shipped_config_only_where_they_say(tmp_path):
     """text-to-nerf-peers: every method at the shared CFG; the swap and SDS rows in threestudio's dreamfusion-sd.yaml
     differ only by the guidance mode, the SDI row is the swap into threestudio's sdi.yaml in mode sdi."""
+    t2n = quality.text_to_nerf
     s = quality.Settings(out=tmp_path, scenes=1, nfe=10, quick=True)
-    m = quality.t2n_peer_methods(s)
-    cfg = f"system.guidance.guidance_scale={quality.T2N_CFG}"
-    assert all(cfg in overrides for _, overrides in m.values())
-    (c0, shipped), (c1, swap), (c2, sds), (c3, sdi) = m.values()
+    m = t2n.method_overrides(s, t2n.T2N_PEER_METHODS)
+    assert [x.id for x in m] == ["dreamsampler", "dreamsampler-swap", "sds", "sdi"]
+    cfg = f"system.guidance.guidance_scale={t2n.T2N_CFG}"
+    assert all(cfg in overrides for overrides in m.values())
+    (c0, shipped), (c1, swap), (c2, sds), (c3, sdi) = ((x.config, o) for x, o in m.items())
     assert (c0, c1, c2, c3) == ("dreamsampler-text-to-nerf", "threestudio:dreamfusion-sd", "threestudio:dreamfusion-sd", "threestudio:sdi")
     assert set(sds) - set(swap) == {"system.guidance.mode=sds"} and set(sdi) - set(swap) == {"system.guidance.mode=sdi"}
-    assert not set(quality.T2N_PEER_PROMPTS) & set(quality.T2N_PROMPTS)
+    assert not set(t2n.T2N_PEER_PROMPTS) & set(t2n.T2N_PROMPTS)
 
 
 def test_unet_evaluations_are_summed_from_the_runs_log(tmp_path):
@@ -100,7 +157,7 @@ def test_unet_evaluations_are_summed_from_the_runs_log(tmp_path):
     log.mkdir(parents=True)
     (log / "metrics.csv").write_text("step,train/unet_evals,train/loss_sds\n0,24.0,1\n1,22.0,1\n1,,\n2,20.0,1\n")
     (tmp_path / "trial" / "save").mkdir()
-    assert quality.logged_unet_evals(tmp_path / "trial" / "save") == {1: 24, 2: 46, 3: 66}
+    assert quality.text_to_nerf.logged_unet_evals(tmp_path / "trial" / "save") == {1: 24, 2: 46, 3: 66}
 
 
 def fake_task(s):
@@ -117,7 +174,7 @@ def test_results_page_states_table_figures_command_commit_date_machine_and_time(
     """A task run writes docs/results/<task>.md (here into --results) with its summarized rows, its figures
     copied next to it, and how, where and when it was measured; --quick writes no page unless asked."""
     monkeypatch.setattr(quality, "TASKS", {"fake": fake_task})
-    monkeypatch.setattr(quality, "Reader", lambda: None)
+    monkeypatch.setattr(quality.common, "Reader", lambda: None)
     results = tmp_path / "results"
     argv = ["--tasks", "fake", "--out", str(tmp_path / "out"), "--results", str(results)]
     quality.main(argv)
@@ -133,7 +190,7 @@ def test_results_page_states_table_figures_command_commit_date_machine_and_time(
     commit = fields["commit"].strip("`")
     assert commit == quality.git_commit() and commit.split()[0].isalnum() and len(commit.split()[0]) >= 7
     assert fields["date"][:2] == "20" and fields["date"].endswith("UTC")
-    assert fields["cpu"] == quality.cpu_model() and fields["cores"].isdigit() and fields["gpu"]
+    assert fields["cpu"] == quality.results.cpu_model() and fields["cores"].isdigit() and fields["gpu"]
     assert fields["torch"] == quality.torch.__version__
     assert fields["wall time"].endswith("s (this task, this invocation)")
     assert fields["runs"] == "0 run folders: 0 computed by this invocation, 0 read from `--out`'s cache"
@@ -150,7 +207,7 @@ def test_results_page_counts_runs_by_the_commit_that_computed_them(tmp_path):
 
 def test_the_command_names_paths_inside_the_checkout_relative_to_it(tmp_path, monkeypatch):
     monkeypatch.setattr(quality, "TASKS", {"fake": fake_task})
-    monkeypatch.setattr(quality, "Reader", lambda: None)
+    monkeypatch.setattr(quality.common, "Reader", lambda: None)
     out = quality.REPO / "outputs" / "test-results-page"
     try:
         quality.main(["--tasks", "fake", "--out", str(out), "--results", str(tmp_path)])

@@ -18,11 +18,11 @@ def test_quick_quality_row(tmp_path):
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = json.loads((out / "quality.json").read_text())["table"]
-    rows = {r["method"]: r for r in table["restore-blur"]}
-    assert set(rows) == {"degraded input", "dreamsampler", "dps only, init noise", "dreamsampler, init noise", "data consistency only"}
+    rows = {r["id"]: r for r in table["restore-blur"]}
+    assert set(rows) == {"degraded-input", "dreamsampler", "dps-only", "init-noise", "dc-only"}
     for r in rows.values():
         assert r["scenes"] == 1 and set(r) >= {"psnr", "ssim", "unet_evals"}
-    ours, degraded = rows["dreamsampler"]["psnr"], rows["degraded input"]["psnr"]
+    ours, degraded = rows["dreamsampler"]["psnr"], rows["degraded-input"]["psnr"]
     assert math.isfinite(ours) and ours > degraded, (ours, degraded)
     md = (out / "quality.md").read_text()
     assert "| method | scenes | unet_evals | psnr | ssim |" in md and "| dreamsampler | 1 |" in md

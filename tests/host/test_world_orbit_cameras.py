@@ -23,7 +23,7 @@ def t2n_size():
         spec = importlib.util.spec_from_file_location("quality", REPO / "benchmarks" / "quality.py")
         sys.modules["quality"] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(sys.modules["quality"])
-    return sys.modules["quality"].T2N_SIZE
+    return sys.modules["quality"].text_to_nerf.T2N_SIZE
 
 
 @pytest.mark.parametrize("split", ["val", "test"])

@@ -1,0 +1,179 @@
+"""The benchmark's output: summaries, the Markdown table, the figures and curves, and the results pages with
+their provenance (command, commit, date, machine, runs)."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dreamsampler.image_io import to_uint8
+
+from .common import REPO
+
+
+def summarize(rows: List[dict]) -> List[dict]:
+    """Mean over scenes per method (its ``id`` kept); booleans become accuracies."""
+    by = defaultdict(list)
+    for r in rows:
+        by[r["method"]].append(r)
+    out = []
+    for method, rs in by.items():
+        agg = {"method": method, **({"id": rs[0]["id"]} if "id" in rs[0] else {}), "scenes": len(rs)}
+        for key in rs[0]:
+            if key in ("method", "id", "scene", "prompt"):
+                continue
+            agg[key] = float(np.mean([float(r[key]) for r in rs]))
+        out.append(agg)
+    return out
+
+
+def save_figure(path: Path, figure: List[List[torch.Tensor]], columns: List[str]) -> None:
+    from PIL import Image, ImageDraw
+
+    size, head = 96, 40
+    sheet = Image.new("RGB", (size * len(columns), head + size * len(figure)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, name in enumerate(columns):
+        words, line, lines = name.split(), "", []
+        for w in words:  # wrap the column title into 64 px lines
+            if len(line) + len(w) > 14 and line:
+                lines.append(line)
+                line = w
+            else:
+                line = f"{line} {w}".strip()
+        draw.multiline_text((j * size + 2, 0), "\n".join(lines + [line])[:60], fill="black", spacing=0)
+    for i, row in enumerate(figure):
+        for j, img in enumerate(row):
+            big = F.interpolate(img, size=size, mode="nearest")
+            sheet.paste(Image.fromarray(to_uint8(big[0])), (j * size, head + i * size))
+    sheet.save(path)
+
+
+def save_curves(path: Path, curves: Dict[str, List[List[dict]]], x: str, panels: Sequence[Tuple[str, str]], xlabel: str,
+                title: str | None = None, figsize=(6, 4)) -> None:
+    """One panel per ``(key, ylabel)`` of ``panels``: for each method (``curves``: name -> its runs, each a list
+    of points), the mean over runs of ``key`` against the mean of ``x``, over the points every run has."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=figsize, squeeze=False)
+    axes = axes[0]
+    for name, runs in curves.items():
+        n = min(len(r) for r in runs)
+        if n == 0:
+            continue
+        xs = [np.mean([r[k][x] for r in runs]) for k in range(n)]
+        for ax, (key, _) in zip(axes, panels):
+            ax.plot(xs, [np.mean([r[k][key] for r in runs]) for k in range(n)], marker="o", label=name)
+    for ax, (_, ylabel) in zip(axes, panels):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+    if title is not None:
+        axes[0].set_title(title)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def cell(key: str, value) -> str:
+    """Accuracies to 3 decimals, other floats to 2."""
+    if isinstance(value, float):
+        return f"{value:.3f}" if key.endswith("_ok") else f"{value:.2f}"
+    return str(value)
+
+
+def markdown(table: Dict[str, List[dict]]) -> str:
+    lines = []
+    for task, rows in table.items():
+        keys = list(dict.fromkeys(k for r in rows for k in r if k not in ("method", "id")))
+        lines += [f"**{task}**", "", "| method | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        for r in rows:
+            cells = [cell(k, r.get(k, "")) for k in keys]
+            lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------- results pages
+
+
+def git_commit(repo: Path = REPO) -> str:
+    """The checkout's short commit, with ``+modified`` when tracked files differ from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True,
+                               text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head.stdout.strip() + (" +modified" if dirty.stdout.strip() else "")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, ``platform`` elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine() -> Dict[str, str]:
+    """What the numbers were measured on."""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {"cpu": cpu_model(), "cores": str(os.cpu_count()), "threads": str(torch.get_num_threads()), "gpu": gpu,
+            "torch": torch.__version__, "python": platform.python_version(), "os": f"{platform.system()} {platform.machine()}"}
+
+
+def run_commits(roots: List[Path]) -> Dict[str, int]:
+    """How many of the run folders ``roots`` each commit computed (``run.json``; older runs: unrecorded)."""
+    counts: Dict[str, int] = defaultdict(int)
+    for root in dict.fromkeys(roots):
+        record = root / "run.json"
+        counts[json.loads(record.read_text())["commit"] if record.exists() else "unrecorded"] += 1
+    return dict(counts)
+
+
+def results_page(task: str, rows: List[dict], provenance: dict, figures: List[str]) -> str:
+    """The Markdown page of one task: its table, figures, and how, where and when it was measured."""
+    p = provenance
+    runs = p["runs"]
+    lines = [f"# {task}", "", f"Written by `benchmarks/quality.py` on {p['date']}; do not edit by hand: rerun the "
+             "command below.", "", markdown({task: rows}).split("\n", 2)[2].rstrip(), ""]
+    lines += [f"![{task}: {name}]({name})" for name in figures] + ([""] if figures else [])
+    lines += ["| | |", "|---|---|", f"| command | `{p['command']}` |", f"| commit | `{p['commit']}` |",
+              f"| date | {p['date']} |"]
+    lines += [f"| {key} | {value} |" for key, value in p["machine"].items()]
+    lines += [f"| wall time | {p['seconds']} s (this task, this invocation) |",
+              f"| runs | {runs['used']} run folders: {runs['computed']} computed by this invocation, "
+              f"{runs['used'] - runs['computed']} read from `--out`'s cache"
+              + "".join(f"; {n} computed at `{c}`" for c, n in sorted(runs["commits"].items())) + " |",
+              f"| settings | {', '.join(f'{k} {v}' for k, v in p['settings'].items())} |", ""]
+    return "\n".join(lines)
+
+
+def write_results_page(results: Path, task: str, rows: List[dict], provenance: dict, out: Path) -> Path:
+    """``<results>/<task>.md`` and the task's figures from ``out`` (``<task>.png``, ``<task>-curves.png``)
+    copied next to it."""
+    results.mkdir(parents=True, exist_ok=True)
+    figures = []
+    for name in (f"{task}.png", f"{task}-curves.png"):
+        if (out / name).exists():
+            shutil.copyfile(out / name, results / name)
+            figures.append(name)
+    page = results / f"{task}.md"
+    page.write_text(results_page(task, rows, provenance, figures))
+    return page
