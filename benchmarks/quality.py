@@ -85,6 +85,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--tasks", default=None, help=f"comma-separated subset of {','.join(TASKS)}")
     ap.add_argument("--scenes", type=int, default=None)
     ap.add_argument("--nfe", type=int, default=None)
+    ap.add_argument("--seeds", type=int, default=None, help="seeds per prompt of the text-to-NeRF tasks that do not fix "
+                    "their own (default 3; runs go seed by seed, so a smaller number reuses the first runs of a larger)")
     ap.add_argument("--results", default=None, help="folder of the results pages (default docs/results; with --quick "
                     "none unless given; '' for none)")
     args = ap.parse_args(argv)
@@ -97,7 +99,7 @@ def main(argv=None) -> dict:
     if unknown:
         raise SystemExit(f"--tasks: unknown task(s) {unknown}; known: {list(TASKS)}")
     s = Settings(out=Path(args.out).resolve(), scenes=args.scenes or (1 if args.quick else 5),
-                 nfe=args.nfe or 200, quick=args.quick)
+                 nfe=args.nfe or 200, quick=args.quick, **({"t2n_seeds": args.seeds} if args.seeds else {}))
     s.out.mkdir(parents=True, exist_ok=True)
     saved = s.out / "quality.json"  # tasks measured earlier in this folder stay in the table
     table, start = (json.loads(saved.read_text())["table"] if saved.exists() else {}), time.time()
@@ -114,7 +116,8 @@ def main(argv=None) -> dict:
                 "command": command, "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 "machine": machine(), "seconds": round(time.time() - t0),
                 "runs": {"used": len(set(s.runs_used)), "computed": s.runs_computed, "commits": run_commits(s.runs_used)},
-                "settings": {"scenes": s.scenes, "nfe": s.nfe, "model": "dreamsampler/world/mini-sd"}}, s.out)
+                "settings": {"scenes": s.scenes, "nfe": s.nfe, "text-to-NeRF seeds": s.t2n_seeds,
+                             "model": "dreamsampler/world/mini-sd"}}, s.out)
             print(f"[quality] results page {page}", flush=True)
     if saved.exists():  # another invocation on the same --out may have finished tasks meanwhile: keep them
         table = {**json.loads(saved.read_text())["table"], **{name: table[name] for name in names}}

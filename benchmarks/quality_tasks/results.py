@@ -21,7 +21,8 @@ from .common import REPO
 
 
 def summarize(rows: List[dict]) -> List[dict]:
-    """Mean over scenes per method (its ``id`` kept); booleans become accuracies."""
+    """Mean over scenes per method (its ``id`` kept); booleans become accuracies. Reads (``*_ok``) and PSNRs
+    also get their standard error over scenes (``<key>_se``: sample std / sqrt(n); NaN for one scene)."""
     by = defaultdict(list)
     for r in rows:
         by[r["method"]].append(r)
@@ -31,7 +32,10 @@ def summarize(rows: List[dict]) -> List[dict]:
         for key in rs[0]:
             if key in ("method", "id", "scene", "prompt"):
                 continue
-            agg[key] = float(np.mean([float(r[key]) for r in rs]))
+            values = [float(r[key]) for r in rs]
+            agg[key] = float(np.mean(values))
+            if key.endswith("_ok") or "psnr" in key:
+                agg[f"{key}_se"] = float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
         out.append(agg)
     return out
 
@@ -88,9 +92,9 @@ def save_curves(path: Path, curves: Dict[str, List[List[dict]]], x: str, panels:
 
 
 def cell(key: str, value) -> str:
-    """Accuracies to 3 decimals, other floats to 2."""
+    """Accuracies (and their standard errors) to 3 decimals, other floats to 2."""
     if isinstance(value, float):
-        return f"{value:.3f}" if key.endswith("_ok") else f"{value:.2f}"
+        return f"{value:.3f}" if key.endswith(("_ok", "_ok_se")) else f"{value:.2f}"
     return str(value)
 
 

@@ -132,11 +132,11 @@ def text_to_nerf(task: str, steps: int | None = None, seeds: int | None = None, 
     def rows(s: Settings):
         n_steps, n_seeds, every = steps or s.t2n_steps, seeds or s.t2n_seeds, val_every or s.t2n_val_every
         extra = method_overrides(s, picked)
-        out, figure, curves = [], [], defaultdict(list)
+        out, curves = [], defaultdict(list)
         test_views: Dict[tuple, torch.Tensor] = {}
-        for p, prompt in enumerate(prompts):
-            shown = []
-            for seed in range(first_seed, first_seed + n_seeds):
+        shown: Dict[int, list] = defaultdict(list)
+        for seed in range(first_seed, first_seed + n_seeds):  # seed-major: an interrupted run has every prompt once
+            for p, prompt in enumerate(prompts):
                 for m in picked:
                     save = run(s, m.config, m.where(task, f"{p}-{seed}"), [f"system.prompt_processor.prompt={prompt!r}",
                                f"seed={seed}", *T2N_SIZE, *extra[m]], steps=n_steps, model_fields=NERF_MODEL_FIELDS,
@@ -150,8 +150,8 @@ def text_to_nerf(task: str, steps: int | None = None, seeds: int | None = None, 
                     curves[m.label].append([{"step": k, "unet_evals": evals[k], **read_object_views(s, render_views(
                         sorted(save.glob(f"it{k}-[0-9].png"))), prompt)} for k in range(every, n_steps + 1, every)])
                     if seed == first_seed:
-                        shown.append(views[:1])
-            figure.append(shown)
+                        shown[p].append(views[:1])
+        figure = [shown[p] for p in range(len(prompts))]
         for r in out:  # per-pixel std across seeds of the same prompt's test views, mean over views and pixels
             p = int(r["scene"].split("-")[0])
             seeds_views = torch.stack([test_views[r["id"], p, k] for k in range(first_seed, first_seed + n_seeds)])
