@@ -64,6 +64,8 @@ TASKS: Dict[str, Callable] = {  # name -> task (a common.Task: its methods, and 
     "restore-x4": image.restore("restore-x4"),
     "nerf-blur": nerf.nerf("nerf-blur"),
     "nerf-x4": nerf.nerf("nerf-x4"),
+    "nerf-x8": nerf.nerf("nerf-x8"),
+    "nerf-inconsistent": nerf.nerf("nerf-inconsistent"),
     "svg-blur": svg.svg("svg-blur"),
     "svg-x8": svg.svg("svg-x8"),
     "text-to-image": text_to_image.text_to_image(),

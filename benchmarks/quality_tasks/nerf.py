@@ -1,31 +1,52 @@
-"""NeRF from degraded views (supp. eq. 18-19) on held-out world objects: ``nerf-blur`` and ``nerf-x4``."""
+"""NeRF from degraded views (supp. eq. 18-19) on held-out world objects: ``nerf-blur``, ``nerf-x4``, ``nerf-x8`` and
+``nerf-inconsistent`` (the paper's own data condition: 16 generated views that are not exactly one object, then
+blurred; ``dreamsampler.world.scenes.Inconsistency``)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import List, Tuple
 
-from dreamsampler.world import SPLIT_OFFSETS
-from dreamsampler.world.scenes import make_object_scene
+from dreamsampler.world import MINI_SD, SPLIT_OFFSETS
+from dreamsampler.world.scenes import Inconsistency, make_object_scene
 
-from .common import DEGRADED, NERF_MODEL_FIELDS, OPERATORS, Method, Settings, Task, read_png, row, run
+from .common import DEGRADED, NERF_MODEL_FIELDS, OPERATORS, REPO, Method, Settings, Task, pick, read_png, row, run
 from .results import save_curves
 
 NERF_SEED = SPLIT_OFFSETS["eval"] + 800_000  # held-out objects of this benchmark (eval split)
-# chosen on a development scene (seed NERF_SEED + 100, not scored): one-step targets D(z0^) beat the warm-up's
-# renders only at CFG 1 and t <= 300 (at CFG 100 they are 8-11 dB, the renders 27-30 dB), and the paper's
-# distillation weights pull the NeRF away from the data even then (27.3 -> 13.3 dB); 1/100 of them does not
-NERF_MINI_SETTINGS = ["system.guidance.guidance_scale=1", "system.guidance.max_step_percent=0.3",
-                      "system.loss.lambda_sds=0.01", "system.loss.lambda_pixel=39.32"]
+MINI_SD_CFG = 3.0  # the mini model's sampling scale (its model card's rule)
+# task: (operator, inconsistency of the views before it)
+NERF_CONDITIONS = {"nerf-blur": (OPERATORS["restore-blur"][0], None), "nerf-x4": (OPERATORS["restore-x4"][0], None),
+                   "nerf-x8": ({"type": "downsample", "factor": 8}, None),
+                   "nerf-inconsistent": (OPERATORS["restore-blur"][0], Inconsistency())}
 NERF_METHODS = (  # schedule: see nerf_schedule; unet_per_step: after the warm-up
     Method("warmup", "warm-up alone", "dreamsampler-degraded-nerf", schedule="warmup"),
     Method("dreamsampler", "dreamsampler (eq. 18-19, shipped)", "dreamsampler-degraded-nerf", unet_per_step=2,
            schedule="eq18"),
-    Method("dreamsampler-mini", "dreamsampler (mini-model settings)", "dreamsampler-degraded-nerf",
-           tuple(NERF_MINI_SETTINGS), unet_per_step=2, schedule="eq18"),
+    Method("dreamsampler-rule", "dreamsampler (settings by rule)", "dreamsampler-degraded-nerf", ("{rule}",),
+           unet_per_step=2, schedule="eq18"),
     Method("dc-only", "data consistency only", "dreamsampler-degraded-nerf", schedule="data"),
     Method("sds", "sds as eq. 18's prior", "variants/degraded-nerf-sds", unet_per_step=2, schedule="eq18"),
+    Method("sds-rule", "sds as eq. 18's prior (settings by rule)", "variants/degraded-nerf-sds", ("{rule}",),
+           unet_per_step=2, schedule="eq18"),
 )
+NERF_IDS = ("warmup", "dc-only", "dreamsampler-rule")  # the rows run by default (CPU time; the others: pass ids)
+
+
+def rule_settings(s: Settings, task: str) -> List[str]:
+    """The mini model's prior settings for the task's operator at the render size, from
+    ``scripts/prior_settings.py`` (the model's own samples of the world's 20 object captions; no scene): cached in
+    ``<out>/prior-settings-<task>.json``."""
+    path = s.out / f"prior-settings-{task}.json"
+    if not path.exists():
+        spec = NERF_CONDITIONS[task][0]
+        cmd = [sys.executable, str(REPO / "scripts" / "prior_settings.py"), "--model", MINI_SD, "--cfg", str(MINI_SD_CFG),
+               "--operator", json.dumps(spec), "--render-size", str(s.nerf_size), "--world", "--json"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True)
+        path.write_text(proc.stdout.strip().splitlines()[-1])
+    return [f"{k}={v}" for k, v in json.loads(path.read_text())["overrides"].items()]
 
 
 def nerf_schedule(s: Settings, m: Method) -> Tuple[int, int]:
@@ -44,24 +65,29 @@ def nerf_curve(save: Path, warmup: int, unet_per_step: int) -> List[dict]:
     return sorted(points, key=lambda p: p["step"])
 
 
-def nerf(task: str) -> Task:
-    """NeRF from degraded views (supp. eq. 18-19) on world objects: the shipped config against the warm-up
-    alone, data consistency only for the same steps and SDS as eq. 18's prior, scored on the 16 data views
-    and on 8 held-out views (``dreamsampler.world.scenes``)."""
-    spec = OPERATORS[task.replace("nerf-", "restore-")][0]
+def nerf(task: str, ids=NERF_IDS) -> Task:
+    """NeRF from degraded views (supp. eq. 18-19) on world objects: the shipped config with the prior's settings by
+    rule (``rule_settings``) against the warm-up alone, data consistency only for the same steps and SDS as eq. 18's
+    prior (``ids`` of ``NERF_METHODS``), scored on the 16 data views and on 8 held-out views
+    (``dreamsampler.world.scenes``)."""
+    spec, inconsistency = NERF_CONDITIONS[task]
+    picked = pick(NERF_METHODS, ids)
 
     def rows(s: Settings):
         out, figure, curves = [], [], {}
         for i in range(s.nerf_scenes):
-            info = make_object_scene(str(s.out / "scenes" / f"{task}-{i}"), NERF_SEED + i, s.nerf_size, spec)
+            info = make_object_scene(str(s.out / "scenes" / f"{task}-{i}"), NERF_SEED + i, s.nerf_size, spec,
+                                     inconsistency=inconsistency)
             base = [f"data.dataroot={info['degraded']}", f"data.gt_root={info['clean']}", f"data.heldout_root={info['heldout']}",
                     f"data.caption={info['caption']!r}", "data.operator=" + json.dumps(spec).replace('"', ""),
                     f"system.renderer.num_samples_per_ray={s.nerf_samples}", "system.geometry.pos_encoding_config.n_levels=8",
                     "system.geometry.pos_encoding_config.log2_hashmap_size=15", "data.n_val_views=16", "data.n_test_orbit_views=8"]
             renders = []
-            for m in NERF_METHODS:
+            for m in picked:
                 w, steps = nerf_schedule(s, m)
-                save = run(s, m.config, m.where(task, i), base + [f"system.warmup_steps={w}", *m.args()], steps=steps,
+                extra = m.args(rule=lambda: " ".join(rule_settings(s, task)))
+                extra = [o for e in extra for o in e.split(" ")]  # {rule} stands for several overrides
+                save = run(s, m.config, m.where(task, i), base + [f"system.warmup_steps={w}", *extra], steps=steps,
                            model_fields=NERF_MODEL_FIELDS, val_every=s.nerf_val_every)
                 metrics = json.loads((save / "metrics.json").read_text())
                 if not renders:
@@ -78,6 +104,6 @@ def nerf(task: str) -> Task:
             figure.append([grid[..., 2 * size: 3 * size], *renders, grid[..., 3 * size: 4 * size]])
         save_curves(s.out / f"{task}-curves.png", curves, x="step", panels=[("psnr", "PSNR of the 16 data views (dB)")],
                     xlabel="training step (UNet evaluations = 2 x steps after the warm-up)", title=task, figsize=(6, 4))
-        return out, figure, ["degraded view", *(m.label for m in NERF_METHODS), "ground truth"]
+        return out, figure, ["degraded view", *(m.label for m in picked), "ground truth"]
 
-    return Task(NERF_METHODS, rows)
+    return Task(picked, rows)

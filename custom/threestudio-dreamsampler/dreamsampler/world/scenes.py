@@ -10,12 +10,18 @@ One object (``sample_object_attrs``) seen from the world's evaluation ring (16 v
 
 Written as NeRF-synthetic folders (``multiview.views.write_views``), so the data module takes the world's
 cameras from ``transforms.json`` rather than its own ring defaults.
+
+With an :class:`Inconsistency`, the data views are not exactly one object, as views made by a multi-view
+generator from one image are not (the paper's 16 SyncDreamer views, supp. sec. 5.1): each is rendered from a
+slightly wrong camera (recorded at the nominal one) with its own colour gain, before the degradation. The
+ground truth (``clean/``, ``heldout/``) stays the one consistent object.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +47,30 @@ from .objects import renderer_for, sample_object_attrs
 from .palette import IMAGE_SIZE
 
 HELDOUT_ELEVATIONS = (15.0, 45.0)
+
+
+@dataclass(frozen=True)
+class Inconsistency:
+    """Per-view departures of generated views from one object: a pose error (elevation and azimuth, each
+    normal with std ``pose_deg`` degrees) and a colour gain on the object (per channel, 1 + normal with std
+    ``gain``), both drawn per view from the scene's seed."""
+
+    pose_deg: float = 3.0
+    gain: float = 0.05
+
+
+def inconsistent_views(attrs: Attributes, cameras: list, size: int, inconsistency: Inconsistency,
+                       g: torch.Generator) -> torch.Tensor:
+    """Renders ``[N, 3, size, size]`` of ``attrs`` on white, each from its camera moved by the pose error and
+    with its colour gain (the object's coverage from a render on black, so edges keep their anti-aliasing)."""
+    n = len(cameras)
+    pose = torch.randn(n, 2, generator=g) * inconsistency.pose_deg
+    gain = 1 + torch.randn(n, 3, 1, 1, generator=g) * inconsistency.gain
+    moved = [Camera(c.elevation + float(de), c.azimuth + float(da), c.distance, c.fovy) for c, (de, da) in zip(cameras, pose)]
+    on_white, _ = render_cameras(attrs, moved, size)
+    on_black, _ = render_cameras(attrs, moved, size, background=0.0)
+    coverage = 1 - (on_white - on_black).mean(1, keepdim=True)
+    return (on_black * gain).clamp(0, 1) + (1 - coverage)
 
 
 def ring_cameras() -> list:
@@ -104,22 +134,26 @@ def object_scene_views(index: int, size: int, heldout: int = 8) -> tuple:
     return views[0], views[1], scene_caption(seed)
 
 
-def make_object_scene(out_dir: str, seed: int, size: int, operator: dict, heldout: int = 8) -> dict:
-    """Write ``clean/``, ``degraded/`` and ``heldout/`` for the object drawn with ``seed``; returns the
-    folders, the caption (``a red sphere``: threestudio's prompt processor adds the view), the operator
-    and the attributes."""
+def make_object_scene(out_dir: str, seed: int, size: int, operator: dict, heldout: int = 8,
+                      inconsistency: Inconsistency | None = None) -> dict:
+    """Write ``clean/``, ``degraded/`` and ``heldout/`` for the object drawn with ``seed`` (the degraded views
+    made from inconsistent ones with ``inconsistency``); returns the folders, the caption (``a red sphere``:
+    threestudio's prompt processor adds the view), the operator and the attributes."""
     attrs = object_attrs(seed)
     fov = math.radians(RING_FOVY)
     clean, c2w = render_cameras(attrs, ring_cameras(), size)
+    g = torch.Generator().manual_seed(seed)
+    source = clean if inconsistency is None else inconsistent_views(attrs, ring_cameras(), size, inconsistency, g)
     with torch.no_grad():
-        y = build_operator(operator).measure(clean, torch.Generator().manual_seed(seed))
+        y = build_operator(operator).measure(source, g)
     held, held_c2w = render_cameras(attrs, heldout_cameras(heldout), size)
     folders = {name: os.path.join(out_dir, name) for name in ("clean", "degraded", "heldout")}
     write_views(folders["clean"], clean, c2w, fov)
     write_views(folders["degraded"], y.clamp(0, 1), c2w, fov)
     write_views(folders["heldout"], held, held_c2w, fov)
     info = {**folders, "caption": phrase(attrs.colours[0], attrs.shapes[0]), "operator": operator,
-            "shape": attrs.shapes[0], "colour": attrs.colours[0], "size": attrs.sizes[0]}
+            "shape": attrs.shapes[0], "colour": attrs.colours[0], "size": attrs.sizes[0],
+            "inconsistency": None if inconsistency is None else vars(inconsistency)}
     with open(os.path.join(out_dir, "scene.json"), "w") as f:
         json.dump(info, f, indent=2)
     return info
