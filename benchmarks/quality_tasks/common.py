@@ -172,13 +172,22 @@ def cached_image(path: Path, make: Callable[[], torch.Tensor]) -> torch.Tensor:
     return read_png(path)
 
 
+def git_commit(repo: Path = REPO) -> str:
+    """The checkout's short commit, with ``+modified`` when tracked files differ from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True,
+                               text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head.stdout.strip() + (" +modified" if dirty.stdout.strip() else "")
+
+
 def run(s: Settings, config: str, where: str, overrides: List[str], steps: int | None = None,
         model_fields=("system.pretrained_model_name_or_path",), val_every: int | None = None,
         marker: str = "metrics.json") -> Path:
     """The ``save/`` folder of one run of ``configs/<config>.yaml`` on the mini model (cached: done when
     ``save/<marker>`` exists)."""
-    from .results import git_commit
-
     root = s.out / "runs" / where
     s.runs_used.append(root)
     done = next(root.glob(f"*/*/save/{marker}"), None) if root.exists() else None

@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
@@ -17,7 +16,7 @@ import torch.nn.functional as F
 
 from dreamsampler.image_io import to_uint8
 
-from .common import REPO
+from .common import git_commit  # noqa: F401  (provenance of pages; runs record it too)
 
 
 def summarize(rows: List[dict]) -> List[dict]:
@@ -111,17 +110,6 @@ def markdown(table: Dict[str, List[dict]]) -> str:
 
 
 # ---------------------------------------------------------------------------------------- results pages
-
-
-def git_commit(repo: Path = REPO) -> str:
-    """The checkout's short commit, with ``+modified`` when tracked files differ from it."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True,
-                               text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return head.stdout.strip() + (" +modified" if dirty.stdout.strip() else "")
 
 
 def cpu_model() -> str:
