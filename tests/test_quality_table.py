@@ -221,3 +221,15 @@ def test_the_command_names_paths_inside_the_checkout_relative_to_it(tmp_path, mo
         shutil.rmtree(out, ignore_errors=True)
     assert "| command | `python benchmarks/quality.py --tasks fake --out outputs/test-results-page --results " in (
         tmp_path / "fake.md").read_text()
+
+
+def test_evals_to_reach_is_the_first_validation_at_the_references_final_mean_read():
+    """Two runs per method; by hand: the reference ends at mean 0.75; method a's means are 0.25, 0.75 (at 300 evals),
+    b's never pass 0.5."""
+    reach = quality.text_to_nerf.evals_to_reach
+    point = lambda evals, read: {"unet_evals": evals, "colour_ok": read}
+    curves = {"ref": [[point(1000, 0.0), point(2000, 1.0)], [point(1000, 0.5), point(2000, 0.5)]],
+              "a": [[point(100, 0.5), point(300, 1.0)], [point(100, 0.0), point(300, 0.5)]],
+              "b": [[point(100, 0.5), point(300, 0.5)], [point(100, 0.5), point(300, 0.5)]]}
+    got = reach(curves, "ref")
+    assert got["ref"] == 2000 and got["a"] == 300 and math.isnan(got["b"])

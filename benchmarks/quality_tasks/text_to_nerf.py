@@ -116,8 +116,19 @@ def logged_unet_evals(save: Path) -> Dict[int, int]:
     return out
 
 
+def evals_to_reach(curves: Dict[str, List[List[dict]]], reference: str, key: str = "colour_ok") -> Dict[str, float]:
+    """Per method (label): the UNet evaluations at the first validation where its ``key`` read, averaged over its
+    runs, reaches the ``reference`` method's final average read (NaN if it never does)."""
+    def mean_curve(runs):
+        return [(float(np.mean([r[k]["unet_evals"] for r in runs])), float(np.mean([r[k][key] for r in runs])))
+                for k in range(min(len(r) for r in runs))]
+
+    target = mean_curve(curves[reference])[-1][1]
+    return {name: next((e for e, v in mean_curve(runs) if v >= target - 1e-9), float("nan")) for name, runs in curves.items()}
+
+
 def text_to_nerf(task: str, steps: int | None = None, seeds: int | None = None, val_every: int | None = None, ids=None,
-                 first_seed: int = 0, methods=T2N_METHODS, prompts=T2N_PROMPTS) -> Task:
+                 first_seed: int = 0, methods=T2N_METHODS, prompts=T2N_PROMPTS, reference: str = "sds") -> Task:
     """Text-to-NeRF (supp. sec. 5.3) on the mini model: the shipped config (DreamSampler), its ``-sds``, ``-lmc``
     (k_psi for the mini model, as in text-to-image) and ``-bridge`` (y_src the null prompt, ``BRIDGE_NULL``)
     variants, DreamSampler carrying the guided prediction (Alg. 2) instead of the shipped unconditional one (Alg. 3
@@ -126,7 +137,8 @@ def text_to_nerf(task: str, steps: int | None = None, seeds: int | None = None, 
     ``seeds`` (default ``s.t2n_seeds``, from ``first_seed``), ``steps`` (default ``s.t2n_steps``). Scored on the 8
     test views (the world's object reader), colour saturation against the world's objects, spread over seeds
     (per-pixel std of the test views across seeds; NaN for one seed), and the reader's accuracy on the 4 validation
-    views against UNet evaluations (the curve: when does each method reach SDS's final value?)."""
+    views against UNet evaluations (the curve), and the UNet evaluations at which each method's validation colour
+    read first reaches the ``reference`` method's final one (``colour_reach_evals``, :func:`evals_to_reach`)."""
     picked = pick(methods, ids)
 
     def rows(s: Settings):
@@ -156,6 +168,10 @@ def text_to_nerf(task: str, steps: int | None = None, seeds: int | None = None, 
             p = int(r["scene"].split("-")[0])
             seeds_views = torch.stack([test_views[r["id"], p, k] for k in range(first_seed, first_seed + n_seeds)])
             r["seed_spread"] = float(seeds_views.std(0).mean()) if n_seeds > 1 else float("nan")
+        ref = next((m.label for m in picked if m.id == reference), None)
+        reach = evals_to_reach(curves, ref) if ref else {}
+        for r in out:
+            r["colour_reach_evals"] = reach.get(r["method"], float("nan"))
         save_curves(s.out / f"{task}-curves.png", curves, x="unet_evals", xlabel="UNet evaluations", figsize=(9, 3.5),
                     panels=[(f"{key}_ok", f"{key} read right (4 validation views)") for key in ("shape", "colour")])
         return out, figure, [m.label for m in picked]
