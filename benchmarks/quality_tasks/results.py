@@ -130,6 +130,12 @@ def machine() -> Dict[str, str]:
             "torch": torch.__version__, "python": platform.python_version(), "os": f"{platform.system()} {platform.machine()}"}
 
 
+def run_seconds(roots: List[Path]) -> int:
+    """The wall time the run folders ``roots`` took when they were computed (``run.json``; 0 where unrecorded)."""
+    records = [root / "run.json" for root in dict.fromkeys(roots)]
+    return sum(json.loads(r.read_text()).get("seconds", 0) for r in records if r.exists())
+
+
 def run_commits(roots: List[Path]) -> Dict[str, int]:
     """How many of the run folders ``roots`` each commit computed (``run.json``; older runs: unrecorded)."""
     counts: Dict[str, int] = defaultdict(int)
@@ -149,7 +155,8 @@ def results_page(task: str, rows: List[dict], provenance: dict, figures: List[st
     lines += ["| | |", "|---|---|", f"| command | `{p['command']}` |", f"| commit | `{p['commit']}` |",
               f"| date | {p['date']} |"]
     lines += [f"| {key} | {value} |" for key, value in p["machine"].items()]
-    lines += [f"| wall time | {p['seconds']} s (this task, this invocation) |",
+    lines += [f"| wall time | {p['seconds']} s (this task, this invocation)"
+              + (f"; its runs took {runs['seconds']} s when computed" if runs.get("seconds") else "") + " |",
               f"| runs | {runs['used']} run folders: {runs['computed']} computed by this invocation, "
               f"{runs['used'] - runs['computed']} read from `--out`'s cache"
               + "".join(f"; {n} computed at `{c}`" for c, n in sorted(runs["commits"].items())) + " |",
