@@ -154,3 +154,92 @@ def test_every_field_in_the_field_tables_exists(page):
 def test_the_guidance_reference_lists_every_field():
     listed = set(field_table_names(REPO / "docs" / "guidance.md"))
     assert guidance_fields() - listed == set(), "fields missing from docs/guidance.md"
+
+
+def launch_sh_subcommands():
+    """The labels of ``launch.sh``'s dispatcher (its ``case "${1:-}" in ... esac``)."""
+    text = (REPO / "launch.sh").read_text()
+    block = re.search(r'^case "\$\{1:-\}" in\n(.*?)^esac', text, flags=re.S | re.M)
+    assert block, "no dispatcher in launch.sh"
+    labels = re.findall(r"^\s*([\w|-]+)\)", block.group(1), flags=re.M)
+    return {name for label in labels for name in label.split("|")}
+
+
+def test_the_subcommands_checked_are_launch_shs_own():
+    assert LAUNCH_SUBCOMMANDS == launch_sh_subcommands()
+
+
+def prose_spans(page: Path):
+    """The inline code spans of ``page`` outside its fenced blocks."""
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    return re.findall(r"`([^`\n]+)`", text)
+
+
+def quality_tasks():
+    """The task names ``benchmarks/quality.py --help`` lists (argparse wraps them at hyphens)."""
+    text = help_text(sys.executable, str(REPO / "benchmarks" / "quality.py"))
+    listed = re.search(r"comma-separated subset of\s+(.*?)(?:\n\s*--|\Z)", text, flags=re.S)
+    assert listed, text
+    return set("".join(listed.group(1).split()).split(","))
+
+
+def test_every_flag_named_in_the_prose_is_accepted():
+    """A flag in the README's text (`--cpu`, `--smoke N`, `--smoke-tiny`, `--gpu 0,1`, `--quick`, ...) is one the
+    launcher accepts or one of a script the README names; the commands in its text are checked as the blocks'
+    are; every `--tasks` value is a task of the quality benchmark."""
+    readme = REPO / "README.md"
+    spans = prose_spans(readme)
+    script = re.compile(r"(benchmarks|scripts)/\w+\.py$")  # threestudio's own `python launch.py` is not ours
+    scripts = sorted({w[1] for w in [words(c) for _, c in commands()] + [s.split() for s in spans]
+                      if len(w) > 1 and w[0] == "python" and script.match(w[1])})
+    accepted = {"launch.sh": help_text(sys.executable, "-m", "dreamsampler_launcher.run_threestudio")}
+    accepted.update({s: help_text(sys.executable, str(REPO / s)) for s in scripts})
+    named = [w[0] for s in spans if s.startswith("--") for w in [s.split()]]
+    named += [f for s in spans for w in [s.split()] if s.startswith("bash launch.sh") or w[1:2] and script.match(w[1])
+              for f in flags(w)]
+    assert {"--cpu", "--smoke", "--smoke-tiny"} <= set(named), named
+    bad = [f for f in named if not any(re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", h) for h in accepted.values())]
+    assert not bad, f"flags in README.md's text no command accepts: {bad}"
+    tasks = [t for s in spans + [c for _, c in commands()] for v in re.findall(r"--tasks[ =]([\w,-]+)", s) for t in v.split(",")]
+    assert tasks and not set(tasks) - quality_tasks(), set(tasks) - quality_tasks()
+
+
+def guidance_defaults():
+    """``{field: default}`` of ``DreamSamplerGuidance.Config`` for the literal defaults, read from the source."""
+    tree = ast.parse(GUIDANCE.read_text())
+    config = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "Config")
+    out = {}
+    for s in config.body:
+        if isinstance(s, ast.AnnAssign) and s.value is not None:
+            try:
+                out[s.target.id] = ast.literal_eval(s.value)
+            except ValueError:  # a default_factory: no literal to compare
+                pass
+    return out
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/guidance.md"])
+def test_the_defaults_in_the_field_tables_are_the_codes(page):
+    """The second column of a field table (`value`, or `a, b` for a row naming two fields) is the Config's default."""
+    defaults, checked, in_table = guidance_defaults(), 0, False
+    for line in (REPO / page).read_text().splitlines():
+        if line.startswith("| field |"):
+            in_table = True
+            continue
+        if not (in_table and line.startswith("|")):
+            in_table = False
+            continue
+        cells = line.split("|")
+        names, values = re.findall(r"`(\w+)`", cells[1]), [v.strip().strip("`") for v in cells[2].split(",")]
+        if len(names) != len(values) or not names:
+            continue
+        for name, value in zip(names, values):
+            if name not in defaults or value in ("", "-", "---"):
+                continue
+            want = defaults[name]
+            got = {"true": True, "false": False, "none": None, "null": None}.get(value.lower(), value)
+            if isinstance(want, (int, float)) and not isinstance(want, bool) and isinstance(got, str):
+                got = float(got.replace(",", ""))
+            assert got == want, f"{page}: {name} is documented as {value!r}, the code's default is {want!r}"
+            checked += 1
+    assert checked >= 6, checked
