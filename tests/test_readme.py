@@ -243,3 +243,13 @@ def test_the_defaults_in_the_field_tables_are_the_codes(page):
             assert got == want, f"{page}: {name} is documented as {value!r}, the code's default is {want!r}"
             checked += 1
     assert checked >= 6, checked
+
+
+@pytest.mark.parametrize("page", ["README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").rglob("*.md"))])
+def test_every_relative_link_resolves(page):
+    """Markdown links and images to files of this repository (not URLs) name files that exist."""
+    path = REPO / page
+    targets = re.findall(r"\]\(([^)\s]+)\)", re.sub(r"```.*?```", "", path.read_text(), flags=re.S))
+    local = [t.split("#")[0] for t in targets if not re.match(r"[a-z]+:", t) and not t.startswith("#")]
+    missing = [t for t in local if t and not (path.parent / t).exists()]
+    assert not missing, f"{page} links to files that do not exist: {missing}"
