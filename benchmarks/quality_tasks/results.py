@@ -21,7 +21,7 @@ from .common import git_commit  # noqa: F401  (provenance of pages; runs record 
 
 def summarize(rows: List[dict]) -> List[dict]:
     """Mean over scenes per method (its ``id`` kept); booleans become accuracies. Reads (``*_ok``) and PSNRs
-    also get their standard error over scenes (``<key>_se``: sample std / sqrt(n); NaN for one scene)."""
+    also get their standard error over scenes (``<key>_se``: sample std / sqrt(n); none for one scene)."""
     by = defaultdict(list)
     for r in rows:
         by[r["method"]].append(r)
@@ -33,8 +33,8 @@ def summarize(rows: List[dict]) -> List[dict]:
                 continue
             values = [float(r[key]) for r in rs]
             agg[key] = float(np.mean(values))
-            if key.endswith("_ok") or "psnr" in key:
-                agg[f"{key}_se"] = float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+            if (key.endswith("_ok") or "psnr" in key) and len(values) > 1:
+                agg[f"{key}_se"] = float(np.std(values, ddof=1) / np.sqrt(len(values)))
         out.append(agg)
     return out
 

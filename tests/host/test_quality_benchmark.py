@@ -25,7 +25,7 @@ def test_quick_quality_row(tmp_path):
     ours, degraded = rows["dreamsampler"]["psnr"], rows["degraded-input"]["psnr"]
     assert math.isfinite(ours) and ours > degraded, (ours, degraded)
     md = (out / "quality.md").read_text()
-    assert "| method | scenes | unet_evals | psnr | ssim |" in md and "| dreamsampler | 1 |" in md
+    assert "| method | scenes | unet_evals | psnr | ssim |" in md and "| dreamsampler | 1 |" in md  # one icon: no _se
     assert_sane_image(out / "restore-blur.png")
     # a second call resumes: every run is found in the output folder, none is repeated
     again = subprocess.run([sys.executable, str(REPO / "benchmarks" / "quality.py"), "--quick", "--out", str(out)],
