@@ -94,6 +94,10 @@ def test_method_overrides_are_templates_filled_lazily():
     assert m.args(prompt="a red circle", rect=[0, 0.5], unused=lambda: pytest.fail("called")) == [
         "system.prompt='a red circle'", "system.regions=[{rect: [0, 0.5]}]", "a=1"]
     assert Method("y", "y", overrides=("k={k_psi}",)).args(k_psi=lambda: "/k.safetensors") == ["k=/k.safetensors"]
+    calls = []
+    several = Method("z", "z", overrides=("a=1", "{rule}", "b={n}"))  # one field alone, a list: its overrides
+    assert several.args(rule=lambda: calls.append(1) or ["c=2", "d=3"], n=4) == ["a=1", "c=2", "d=3", "b=4"]
+    assert calls == [1] and Method("w", "w", overrides=("{n}",)).args(n=5) == ["5"]
     assert quality.common.pick((m, Method("y", "y")), ["y", "x"])[1] is m
 
 

@@ -111,8 +111,18 @@ class Method:
 
     def args(self, **values) -> List[str]:
         """The overrides with their ``{name}`` fields filled in from ``values`` (a callable value is called
-        only when an override names it)."""
-        return [o.format_map(_Values(values)) for o in self.overrides]
+        only when an override names it); an override that is one field alone, ``"{name}"``, whose value is a
+        list stands for that list's overrides."""
+        filled = _Values(values)
+        out = []
+        for o in self.overrides:
+            whole = re.fullmatch(r"\{(\w+)\}", o)
+            if not whole:
+                out.append(o.format_map(filled))
+                continue
+            value = filled[whole.group(1)]
+            out += list(value) if isinstance(value, (list, tuple)) else [format(value)]
+        return out
 
 
 DEGRADED = Method("degraded-input", "degraded input")  # the measurement itself, scored as a row

@@ -85,8 +85,7 @@ def nerf(task: str, ids=NERF_IDS) -> Task:
             renders = []
             for m in picked:
                 w, steps = nerf_schedule(s, m)
-                extra = m.args(rule=lambda: " ".join(rule_settings(s, task)))
-                extra = [o for e in extra for o in e.split(" ")]  # {rule} stands for several overrides
+                extra = m.args(rule=lambda: rule_settings(s, task))  # "{rule}" stands for its overrides
                 save = run(s, m.config, m.where(task, i), base + [f"system.warmup_steps={w}", *extra], steps=steps,
                            model_fields=NERF_MODEL_FIELDS, val_every=s.nerf_val_every)
                 metrics = json.loads((save / "metrics.json").read_text())
