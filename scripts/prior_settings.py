@@ -20,8 +20,9 @@ import torch
 import yaml
 
 
-def sample_images(model: str, captions, cfg: float, per_caption: int, steps: int, seed: int, device: str) -> torch.Tensor:
-    """The model's own samples ``[N, 3, H, W]`` in [0, 1] (diffusers' pipeline, DDIM, ``cfg``)."""
+def sample_images(model: str, captions, cfg: float, per_caption: int, steps: int, seed: int, device: str):
+    """(the model's own samples ``[N, 3, H, W]`` in [0, 1], on the CPU; the loaded pipeline): diffusers' pipeline,
+    DDIM, ``cfg``."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(model, safety_checker=None, requires_safety_checker=False).to(device)
@@ -35,14 +36,15 @@ def sample_images(model: str, captions, cfg: float, per_caption: int, steps: int
 def settings(model: str, operator: dict, render_size: int, cfg: float, captions, per_caption: int = 1, steps: int = 30,
              seed: int = 0, device: str = "cpu") -> dict:
     """The overrides (and what they came from) for ``operator`` at ``render_size`` on ``model``."""
+    from dreamsampler.diffusion.latent_model import LatentModel
     from dreamsampler.inverse.operators import build_operator
     from dreamsampler.inverse.prior_settings import dc_latent_error, per_pixel_weights, rounded, start_timestep
 
     samples, pipe = sample_images(model, captions, cfg, per_caption, steps, seed, device)
-    vae, size = pipe.vae, pipe.unet.config.sample_size * pipe.vae_scale_factor
-    encode = lambda x: vae.encode((x * 2 - 1).to(device, vae.dtype)).latent_dist.mean.float().cpu() * vae.config.scaling_factor
-    error = dc_latent_error(encode, samples, build_operator(operator), render_size, size)
-    abar = pipe.scheduler.alphas_cumprod
+    diffusion = LatentModel(pipe.vae, pipe.unet, pipe.tokenizer, pipe.text_encoder, pipe.scheduler)
+    encode = lambda x: diffusion.encode((x * 2 - 1).to(device)).float().cpu()
+    error = dc_latent_error(encode, samples, build_operator(operator), render_size, diffusion.resolution)
+    abar = diffusion.alphas_cumprod
     t = start_timestep(abar, error)
     latent = pipe.unet.config.in_channels * pipe.unet.config.sample_size ** 2
     weights = per_pixel_weights(latent, 3 * render_size ** 2)
