@@ -54,7 +54,7 @@ def _load_tasks_package(name: str = "quality_tasks"):
 _load_tasks_package()
 from quality_tasks import common, image, nerf, results, svg, text_to_image, text_to_nerf  # noqa: E402,F401
 from quality_tasks.common import REPO, Settings  # noqa: E402
-from quality_tasks.results import (git_commit, machine, markdown, run_commits, run_seconds, save_figure, summarize,  # noqa: E402
+from quality_tasks.results import (git_commit, machine, markdown, run_records, save_figure, summarize,  # noqa: E402
                                    write_results_page)
 
 TASKS: Dict[str, Callable] = {  # name -> task (a common.Task: its methods, and rows(settings))
@@ -117,8 +117,7 @@ def main(argv=None) -> dict:
             page = write_results_page(Path(results), name, table[name], {
                 "command": command, "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 "machine": machine(), "seconds": round(time.time() - t0),
-                "runs": {"used": len(set(s.runs_used)), "computed": s.runs_computed, "commits": run_commits(s.runs_used),
-                         "seconds": run_seconds(s.runs_used)},
+                "runs": {"used": len(set(s.runs_used)), "computed": s.runs_computed, **run_records(s.runs_used)},
                 "settings": {"scenes": s.scenes, "nfe": s.nfe, "text-to-NeRF seeds": s.t2n_seeds,
                              "model": "dreamsampler/world/mini-sd"}}, s.out)
             print(f"[quality] results page {page}", flush=True)

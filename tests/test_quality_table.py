@@ -212,7 +212,8 @@ def test_results_page_counts_runs_by_the_commit_that_computed_them(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "run.json").write_text(json.dumps({"commit": "abc1234", "seconds": 3}))
     (tmp_path / "b").mkdir()
-    assert quality.run_commits([tmp_path / "a", tmp_path / "b", tmp_path / "a"]) == {"abc1234": 1, "unrecorded": 1}
+    records = quality.run_records([tmp_path / "a", tmp_path / "b", tmp_path / "a"])
+    assert records["commits"] == {"abc1234": 1, "unrecorded": 1} and records["seconds"] == 3  # "a" counted once
 
 
 def test_the_command_names_paths_inside_the_checkout_relative_to_it(tmp_path, monkeypatch):

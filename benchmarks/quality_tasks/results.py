@@ -130,19 +130,17 @@ def machine() -> Dict[str, str]:
             "torch": torch.__version__, "python": platform.python_version(), "os": f"{platform.system()} {platform.machine()}"}
 
 
-def run_seconds(roots: List[Path]) -> int:
-    """The wall time the run folders ``roots`` took when they were computed (``run.json``; 0 where unrecorded)."""
-    records = [root / "run.json" for root in dict.fromkeys(roots)]
-    return sum(json.loads(r.read_text()).get("seconds", 0) for r in records if r.exists())
-
-
-def run_commits(roots: List[Path]) -> Dict[str, int]:
-    """How many of the run folders ``roots`` each commit computed (``run.json``; older runs: unrecorded)."""
+def run_records(roots: List[Path]) -> dict:
+    """What the run folders ``roots`` recorded when they were computed (``run.json``, each read once): how many each
+    commit computed (older runs: unrecorded) and the wall time they took (0 where unrecorded)."""
     counts: Dict[str, int] = defaultdict(int)
+    seconds = 0
     for root in dict.fromkeys(roots):
         record = root / "run.json"
-        counts[json.loads(record.read_text())["commit"] if record.exists() else "unrecorded"] += 1
-    return dict(counts)
+        data = json.loads(record.read_text()) if record.exists() else {"commit": "unrecorded"}
+        counts[data["commit"]] += 1
+        seconds += data.get("seconds", 0)
+    return {"commits": dict(counts), "seconds": seconds}
 
 
 def results_page(task: str, rows: List[dict], provenance: dict, figures: List[str]) -> str:
