@@ -76,8 +76,17 @@ TASKS: Dict[str, Callable] = {  # name -> task (a common.Task: its methods, and 
                                                     prompts=text_to_nerf.T2N_PEER_PROMPTS, reference="sdi"),
     "text-to-nerf-long": text_to_nerf.text_to_nerf("text-to-nerf-long", steps=text_to_nerf.T2N_LONG_STEPS, seeds=1,
                                                    val_every=100, ids=["dreamsampler-guided", "sds"]),
+    "text-to-nerf-swaps": text_to_nerf.text_to_nerf("text-to-nerf-swaps", seeds=1, methods=text_to_nerf.T2N_SWAP_METHODS,
+                                                    prompts=text_to_nerf.SWAP_PROMPTS, reference="dreamsampler-swap",
+                                                    note=text_to_nerf.SWAP_NOTE),
 }
 QUICK_TASKS = ("restore-blur",)
+
+
+def about(task, s: Settings) -> str:
+    """What ``task`` ran, for its results page (its ``about``; "" for tasks that do not say)."""
+    say = getattr(task, "about", None)
+    return say(s) if say else ""
 
 
 def main(argv=None) -> dict:
@@ -118,8 +127,9 @@ def main(argv=None) -> dict:
                 "command": command, "commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 "machine": machine(), "seconds": round(time.time() - t0),
                 "runs": {"used": len(set(s.runs_used)), "computed": s.runs_computed, **run_records(s.runs_used)},
-                "settings": {"scenes": s.scenes, "nfe": s.nfe, "text-to-NeRF seeds": s.t2n_seeds,
-                             "model": "dreamsampler/world/mini-sd"}}, s.out)
+                "settings": {"scenes": s.scenes, "nfe": s.nfe,
+                             "text-to-NeRF seeds (tasks that do not fix theirs)": s.t2n_seeds,
+                             "model": "dreamsampler/world/mini-sd"}}, s.out, about=about(TASKS[name], s))
             print(f"[quality] results page {page}", flush=True)
     if saved.exists():  # another invocation on the same --out may have finished tasks meanwhile: keep them
         table = {**json.loads(saved.read_text())["table"], **{name: table[name] for name in names}}

@@ -59,7 +59,8 @@ def test_every_task_s_run_folders_are_those_of_the_cached_runs():
     slug = quality.common.slug
     for name, task in quality.TASKS.items():
         for m in task.methods:
-            assert m.run_folder == (m.folder or slug(m.label)) and m.where(name, "0-1") == f"{name}/{m.run_folder}/0-1"
+            assert m.run_folder == (m.folder or slug(m.label))
+            assert m.where(name, "0-1") == f"{m.runs_of or name}/{m.run_folder}/0-1"
             if name.startswith(("inpaint", "nerf", "svg", "text-to-nerf")):
                 assert not m.folder and m.run_folder == slug(m.label), (name, m)
 
@@ -68,6 +69,14 @@ def test_every_task_s_run_folders_are_those_of_the_cached_runs():
 
     assert folders("text-to-nerf-peers") == {"dreamsampler-shipped-config", "dreamsampler-one-line-swap-into-dreamfusion-sd-yaml",
                                              "sds-dreamfusion-sd-yaml", "sdi-sdi-yaml"}
+    # text-to-nerf-swaps reads the peers' runs of its four rows that the peers task has (the peers' methods as they are)
+    swaps = quality.TASKS["text-to-nerf-swaps"].methods
+    shared = [m for m in swaps if m.runs_of]
+    assert {m.runs_of for m in shared} == {"text-to-nerf-peers"} and {m.run_folder for m in shared} == folders("text-to-nerf-peers")
+    peers = {m.id: m for m in quality.TASKS["text-to-nerf-peers"].methods}
+    assert all((m.config, m.overrides, m.run_folder) == (peers[m.id].config, peers[m.id].overrides, peers[m.id].run_folder)
+               for m in shared)
+    assert not any(m.runs_of for name, task in quality.TASKS.items() if name != "text-to-nerf-swaps" for m in task.methods)
     assert folders("restore-blur") == folders("restore-x4") == {"dreamsampler", "dps-only", "init-noise"}
     assert folders("edit") == {"dreamsampler", "localized"}
     assert folders("text-to-image") == {"ddim", "sds-latent", "lmc-latent", "sds-latent-lmc-cfg", "bridge-latent"}
@@ -161,6 +170,48 @@ def test_peer_methods_differ_from_the_shipped_config_only_where_they_say(tmp_pat
     assert not set(t2n.T2N_PEER_PROMPTS) & set(t2n.T2N_PROMPTS)
 
 
+def test_swap_methods_add_one_difference_of_the_shipped_config_each(tmp_path):
+    """text-to-nerf-swaps: the swap into dreamfusion-sd.yaml plus one of the shipped config's differences from it per
+    row (background lr, weighting, pixel term with its weight, system class); the swap and SDS in sdi.yaml's and
+    magic3d-coarse-sd.yaml's peers as in dreamfusion-sd.yaml; one seed, the peers' prompts, every row at CFG 7.5."""
+    t2n = quality.text_to_nerf
+    task = quality.TASKS["text-to-nerf-swaps"]
+    s = quality.Settings(out=tmp_path, scenes=1, nfe=10, quick=True)
+    m = {x.id: (x.config, o) for x, o in t2n.method_overrides(s, task.methods).items()}
+    assert list(m) == ["dreamsampler", "dreamsampler-swap", "swap-background-lr", "swap-tweedie", "swap-pixel", "swap-system",
+                       "sds", "dreamsampler-swap-sdi", "sdi", "dreamsampler-swap-magic3d", "sds-magic3d"]
+    cfg, swap_line = f"system.guidance.guidance_scale={t2n.T2N_CFG}", "system.guidance_type=dreamsampler-guidance"
+    assert all(cfg in o for _, o in m.values()) and all(swap_line in o for k, (_, o) in m.items() if k != "dreamsampler")
+    config, swap = m["dreamsampler-swap"]
+    assert config == "threestudio:dreamfusion-sd" and set(swap) == {swap_line, cfg}
+    added = {k: (c, [x for x in o if x not in swap]) for k, (c, o) in m.items() if k.startswith("swap-")}
+    assert added == {
+        "swap-background-lr": (config, ["system.optimizer.params.background.lr=0.01"]),
+        "swap-tweedie": (config, ["system.guidance.weighting_strategy=tweedie"]),
+        "swap-pixel": (config, ["system.guidance.pixel_loss=true", "system.loss.lambda_pixel=3932"]),
+        "swap-system": (config, ["system_type=dreamsampler-text-to-nerf-system", "system.seed=${seed}"]),
+    }
+    assert m["dreamsampler-swap-sdi"] == ("threestudio:sdi", swap) and m["sdi"] == ("threestudio:sdi", m["sdi"][1])
+    assert set(m["sdi"][1]) - set(swap) == {"system.guidance.mode=sdi"}
+    assert m["dreamsampler-swap-magic3d"] == ("threestudio:magic3d-coarse-sd", swap)
+    c, sds_magic3d = m["sds-magic3d"]
+    assert c == "threestudio:magic3d-coarse-sd" and sds_magic3d == m["sds"][1]
+    assert set(sds_magic3d) - set(swap) == {"system.guidance.mode=sds"}
+    assert t2n.SWAP_PROMPTS == t2n.T2N_PEER_PROMPTS
+    about = quality.about(task, s)  # what its results page says it ran
+    assert "x 1 seed (seed 0): 4 runs per method, 200 steps" in about
+    assert all(f"(`{i}`)" in about for i in m) and about.count("(the runs of `text-to-nerf-peers`)") == 4
+    assert "`system.guidance_type=dreamsampler-guidance system.guidance.guidance_scale=7.5 system.guidance.pixel_loss=true " \
+           "system.loss.lambda_pixel=3932`" in about
+
+
+def test_figure_titles_wrap_long_config_names_after_hyphens():
+    lines = quality.results.title_lines
+    assert lines("sds (magic3d-coarse-sd.yaml)") == ["sds (magic3d-", "coarse-", "sd.yaml)"]
+    assert lines("dreamsampler (shipped config)") == ["dreamsampler", "(shipped", "config)"]
+    assert lines("sdi (sdi.yaml)") == ["sdi (sdi.yaml)"] and lines("a-b") == ["a-b"]
+
+
 def test_unet_evaluations_are_summed_from_the_runs_log(tmp_path):
     log = tmp_path / "trial" / "csv_logs" / "version_0"
     log.mkdir(parents=True)
@@ -204,6 +255,11 @@ def test_results_page_states_table_figures_command_commit_date_machine_and_time(
     assert fields["torch"] == quality.torch.__version__
     assert fields["wall time"].endswith("s (this task, this invocation)")
     assert fields["runs"] == "0 run folders: 0 computed by this invocation, 0 read from `--out`'s cache"
+    assert page.split("\n")[3] == "" and page.split("\n")[4].startswith("| method |")  # a task without about: none
+    monkeypatch.setattr(quality, "TASKS", {"fake": quality.common.Task((), fake_task, lambda s: f"{s.scenes} scenes, one seed")})
+    quality.main(argv)
+    page = (results / "fake.md").read_text()
+    assert page.split("\n")[4:6] == ["5 scenes, one seed", ""] and page.split("\n")[6].startswith("| method |")
     quality.main(["--quick", "--tasks", "fake", "--out", str(tmp_path / "quick")])  # no --results: no page
     assert not (quality.REPO / "docs" / "results" / "fake.md").exists()
 

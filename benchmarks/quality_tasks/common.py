@@ -9,7 +9,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import imageio.v3 as iio
 import numpy as np
@@ -90,7 +90,9 @@ class Method:
     ``overrides``: threestudio overrides after the task's own, as ``str.format`` templates whose ``{name}``
     fields the task fills in (:meth:`args`; ``{{`` and ``}}`` for literal braces). ``folder``: the run folder
     under ``runs/<task>/`` when it is not ``slug(label)``. ``unet_per_step``: UNet evaluations per optimization
-    step (NeRF: after the warm-up). ``schedule``: a NeRF run's warm-up and length (``nerf.SCHEDULES``)."""
+    step (NeRF: after the warm-up). ``schedule``: a NeRF run's warm-up and length (``nerf.SCHEDULES``).
+    ``runs_of``: another task whose runs of this method (same config, overrides and folder) this task reads
+    instead of computing its own (``runs/<runs_of>/<folder>/``); "" for the task's own runs."""
 
     id: str
     label: str
@@ -99,6 +101,7 @@ class Method:
     folder: str = ""
     unet_per_step: int = 0
     schedule: str = ""
+    runs_of: str = ""
 
     @property
     def run_folder(self) -> str:
@@ -106,8 +109,9 @@ class Method:
         return self.folder or slug(self.label)
 
     def where(self, task: str, scene) -> str:
-        """``<task>/<folder>/<scene>``: the run's folder under ``runs/``."""
-        return f"{task}/{self.run_folder}/{scene}"
+        """``<task>/<folder>/<scene>``: the run's folder under ``runs/`` (``<runs_of>/...`` for runs another task
+        computes)."""
+        return f"{self.runs_of or task}/{self.run_folder}/{scene}"
 
     def args(self, **values) -> List[str]:
         """The overrides with their ``{name}`` fields filled in from ``values`` (a callable value is called
@@ -143,10 +147,13 @@ def row(method: Method, scene, **values) -> dict:
 
 @dataclass(frozen=True)
 class Task:
-    """One task of the table: its methods (data) and ``rows(settings)`` -> (rows, figure, column titles)."""
+    """One task of the table: its methods (data) and ``rows(settings)`` -> (rows, figure, column titles);
+    ``about(settings)``, when given: what the task ran (sizes, seeds, each method's settings), in Markdown, for
+    its results page."""
 
     methods: Tuple[Method, ...]
     rows: Callable[[Settings], tuple]
+    about: Optional[Callable[[Settings], str]] = None
 
     def __call__(self, s: Settings) -> tuple:
         return self.rows(s)

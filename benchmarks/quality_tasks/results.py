@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -39,21 +40,35 @@ def summarize(rows: List[dict]) -> List[dict]:
     return out
 
 
+def title_lines(name: str, width: int = 14) -> List[str]:
+    """A column title wrapped into lines of about ``width`` characters (a column's 96 px): at spaces, and a word
+    longer than ``width`` also after its hyphens (``magic3d-coarse-sd.yaml``)."""
+    pieces = []  # (text, joins the previous piece without a space)
+    for word in name.split():
+        parts = re.findall(r"[^-]*-|[^-]+$", word) if len(word) > width else [word]
+        pieces += [(part, k > 0) for k, part in enumerate(parts)]
+    line, lines = "", []
+    for part, glued in pieces:
+        joined = line + part if glued else f"{line} {part}".strip()
+        if len(joined) > width and line:
+            lines.append(line)
+            line = part
+        else:
+            line = joined
+    return lines + [line]
+
+
 def save_figure(path: Path, figure: List[List[torch.Tensor]], columns: List[str]) -> None:
     from PIL import Image, ImageDraw
 
-    size, head = 96, 40
+    size = 96
+    titles = ["\n".join(title_lines(name)) for name in columns]
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    head = max([40] + [measure.multiline_textbbox((0, 0), text, spacing=0)[3] + 2 for text in titles])  # every line
     sheet = Image.new("RGB", (size * len(columns), head + size * len(figure)), "white")
     draw = ImageDraw.Draw(sheet)
-    for j, name in enumerate(columns):
-        words, line, lines = name.split(), "", []
-        for w in words:  # wrap the column title into 64 px lines
-            if len(line) + len(w) > 14 and line:
-                lines.append(line)
-                line = w
-            else:
-                line = f"{line} {w}".strip()
-        draw.multiline_text((j * size + 2, 0), "\n".join(lines + [line])[:60], fill="black", spacing=0)
+    for j, text in enumerate(titles):
+        draw.multiline_text((j * size + 2, 0), text, fill="black", spacing=0)
     for i, row in enumerate(figure):
         for j, img in enumerate(row):
             big = F.interpolate(img, size=size, mode="nearest")
@@ -143,12 +158,14 @@ def run_records(roots: List[Path]) -> dict:
     return {"commits": dict(counts), "seconds": seconds}
 
 
-def results_page(task: str, rows: List[dict], provenance: dict, figures: List[str]) -> str:
-    """The Markdown page of one task: its table, figures, and how, where and when it was measured."""
+def results_page(task: str, rows: List[dict], provenance: dict, figures: List[str], about: str = "") -> str:
+    """The Markdown page of one task: what it ran (``about``, when the task says), its table, figures, and how,
+    where and when it was measured."""
     p = provenance
     runs = p["runs"]
     lines = [f"# {task}", "", f"Written by `benchmarks/quality.py` on {p['date']}; do not edit by hand: rerun the "
-             "command below.", "", markdown({task: rows}).split("\n", 2)[2].rstrip(), ""]
+             "command below.", ""] + ([about.rstrip(), ""] if about else []) + [
+             markdown({task: rows}).split("\n", 2)[2].rstrip(), ""]
     lines += [f"![{task}: {name}]({name})" for name in figures] + ([""] if figures else [])
     lines += ["| | |", "|---|---|", f"| command | `{p['command']}` |", f"| commit | `{p['commit']}` |",
               f"| date | {p['date']} |"]
@@ -162,9 +179,9 @@ def results_page(task: str, rows: List[dict], provenance: dict, figures: List[st
     return "\n".join(lines)
 
 
-def write_results_page(results: Path, task: str, rows: List[dict], provenance: dict, out: Path) -> Path:
-    """``<results>/<task>.md`` and the task's figures from ``out`` (``<task>.png``, ``<task>-curves.png``)
-    copied next to it."""
+def write_results_page(results: Path, task: str, rows: List[dict], provenance: dict, out: Path, about: str = "") -> Path:
+    """``<results>/<task>.md`` (``about``: what the task ran, above its table) and the task's figures from ``out``
+    (``<task>.png``, ``<task>-curves.png``) copied next to it."""
     results.mkdir(parents=True, exist_ok=True)
     figures = []
     for name in (f"{task}.png", f"{task}-curves.png"):
@@ -172,5 +189,5 @@ def write_results_page(results: Path, task: str, rows: List[dict], provenance: d
             shutil.copyfile(out / name, results / name)
             figures.append(name)
     page = results / f"{task}.md"
-    page.write_text(results_page(task, rows, provenance, figures))
+    page.write_text(results_page(task, rows, provenance, figures, about))
     return page

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import functools
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List
 
@@ -58,6 +59,43 @@ T2N_PEER_METHODS = (
     Method("sds", "sds (dreamfusion-sd.yaml)", "threestudio:dreamfusion-sd", (SWAP, "system.guidance.mode=sds", CFG)),
     Method("sdi", "sdi (sdi.yaml)", "threestudio:sdi", (SWAP, "system.guidance.mode=sdi", CFG)),
 )
+PEERS = "text-to-nerf-peers"
+# text-to-nerf-swaps: (1) the one-line swap against each threestudio config's own guidance, in dreamfusion-sd.yaml,
+# sdi.yaml and magic3d-coarse-sd.yaml; (2) which of the shipped config's differences from dreamfusion-sd.yaml (T2N_SIZE
+# already gives both lr 0.01) make its lead, one at a time on the swap: the background's learning rate (the config's
+# 0.001; the shipped config has one rate, 0.01, for every group), the weighting (sds; shipped: tweedie), the pixel
+# term (none; shipped: pixel_loss with lambda_pixel 3932, a key dreamfusion-sd.yaml lacks, added by the override) and
+# the system class (dreamfusion-system; shipped: dreamsampler-text-to-nerf-system, DreamFusion's with the guidance
+# state in checkpoints and the random numbers reseeded every step). The rows the peers task has (shipped config,
+# swap and SDS in dreamfusion-sd.yaml, SDI in sdi.yaml) are its runs: same config, overrides and folder.
+SWAP_PROMPTS = T2N_PEER_PROMPTS
+_peer = {m.id: replace(m, runs_of=PEERS) for m in T2N_PEER_METHODS}
+SHIPPED_PIXEL = ("system.guidance.pixel_loss=true", "system.loss.lambda_pixel=3932")
+T2N_SWAP_METHODS = (
+    _peer["dreamsampler"],
+    _peer["dreamsampler-swap"],
+    Method("swap-background-lr", "swap + background lr 0.01 (shipped's)", "threestudio:dreamfusion-sd",
+           (SWAP, CFG, "system.optimizer.params.background.lr=0.01")),
+    Method("swap-tweedie", "swap + tweedie weighting (shipped's)", "threestudio:dreamfusion-sd",
+           (SWAP, CFG, "system.guidance.weighting_strategy=tweedie")),
+    Method("swap-pixel", "swap + pixel term, lambda 3932 (shipped's)", "threestudio:dreamfusion-sd",
+           (SWAP, CFG, *SHIPPED_PIXEL)),
+    Method("swap-system", "swap + system class (shipped's)", "threestudio:dreamfusion-sd",
+           (SWAP, CFG, "system_type=dreamsampler-text-to-nerf-system", "system.seed=${{seed}}")),
+    _peer["sds"],
+    Method("dreamsampler-swap-sdi", "dreamsampler (one-line swap into sdi.yaml)", "threestudio:sdi", (SWAP, CFG)),
+    _peer["sdi"],
+    Method("dreamsampler-swap-magic3d", "dreamsampler (one-line swap into magic3d-coarse-sd.yaml)",
+           "threestudio:magic3d-coarse-sd", (SWAP, CFG)),
+    Method("sds-magic3d", "sds (magic3d-coarse-sd.yaml)", "threestudio:magic3d-coarse-sd",
+           (SWAP, "system.guidance.mode=sds", CFG)),
+)
+SWAP_NOTE = ("One seed, so each row is 4 runs (one a prompt) and its `_se` columns are the spread over the 4 prompts "
+             "(the text-to-nerf-peers page has its rows at 3 seeds). \"swap\": the one-line swap "
+             "`system.guidance_type=dreamsampler-guidance` into threestudio's dreamfusion-sd.yaml; each \"swap + ...\" "
+             "row adds one difference of the shipped config (configs/dreamsampler-text-to-nerf.yaml) from that config "
+             "to it; the sds and sdi rows are threestudio's guidances, as this guidance's mode=sds / mode=sdi, in their "
+             "configs.")
 
 
 def render_views(paths: List[Path], panel: int = 0) -> torch.Tensor:
@@ -127,8 +165,33 @@ def evals_to_reach(curves: Dict[str, List[List[dict]]], reference: str, key: str
     return {name: next((e for e, v in mean_curve(runs) if v >= target - 1e-9), float("nan")) for name, runs in curves.items()}
 
 
+def describe(methods, prompts, steps: int, seeds: int, first_seed: int, val_every: int, reference: str = "",
+             note: str = "") -> str:
+    """What a text-to-NeRF task runs, in Markdown (its results page): prompts, seeds, steps and sizes, ``note``,
+    and each method's config and overrides (``{k_psi}`` named, not trained)."""
+    which = f"seed {first_seed}" if seeds == 1 else f"seeds {first_seed}-{first_seed + seeds - 1}"
+    out = [f"{len(prompts)} prompts ({', '.join(prompts)}) x {seeds} seed{'s' if seeds > 1 else ''} ({which}): "
+           f"{len(prompts) * seeds} runs per method, {steps} steps each, validation every {val_every}; every run also "
+           f"`{' '.join(T2N_SIZE)}`, the prompt and `seed`." + (" `seed_spread` needs two seeds or more (NaN here)."
+                                                                  if seeds == 1 else "")]
+    ref = next((m.label for m in methods if m.id == reference), None)
+    if ref:
+        out.append(f"`colour_reach_evals`: UNet evaluations at which a method's validation colour read first reaches the "
+                   f"final one of {ref}.")
+    if note:
+        out.append(note)
+    out.append("")
+    for m in methods:
+        shared = f" (the runs of `{m.runs_of}`)" if m.runs_of else ""
+        config = (f"threestudio's `configs/{m.config.split(':', 1)[1]}.yaml`" if m.config.startswith("threestudio:")
+                  else f"`configs/{m.config}.yaml`")
+        out.append(f"- {m.label} (`{m.id}`){shared}: {config} `{' '.join(m.args(k_psi='<k_psi>'))}`")
+    return "\n".join(out)
+
+
 def text_to_nerf(task: str, steps: int | None = None, seeds: int | None = None, val_every: int | None = None, ids=None,
-                 first_seed: int = 0, methods=T2N_METHODS, prompts=T2N_PROMPTS, reference: str = "sds") -> Task:
+                 first_seed: int = 0, methods=T2N_METHODS, prompts=T2N_PROMPTS, reference: str = "sds",
+                 note: str = "") -> Task:
     """Text-to-NeRF (supp. sec. 5.3) on the mini model: the shipped config (DreamSampler), its ``-sds``, ``-lmc``
     (k_psi for the mini model, as in text-to-image) and ``-bridge`` (y_src the null prompt, ``BRIDGE_NULL``)
     variants, DreamSampler carrying the guided prediction (Alg. 2) instead of the shipped unconditional one (Alg. 3
@@ -138,8 +201,13 @@ def text_to_nerf(task: str, steps: int | None = None, seeds: int | None = None, 
     test views (the world's object reader), colour saturation against the world's objects, spread over seeds
     (per-pixel std of the test views across seeds; NaN for one seed), and the reader's accuracy on the 4 validation
     views against UNet evaluations (the curve), and the UNet evaluations at which each method's validation colour
-    read first reaches the ``reference`` method's final one (``colour_reach_evals``, :func:`evals_to_reach`)."""
+    read first reaches the ``reference`` method's final one (``colour_reach_evals``, :func:`evals_to_reach`).
+    A method with ``runs_of`` reads that task's runs. The results page says what ran (:func:`describe`, with ``note``)."""
     picked = pick(methods, ids)
+
+    def about(s: Settings) -> str:
+        return describe(picked, prompts, steps or s.t2n_steps, seeds or s.t2n_seeds, first_seed,
+                        val_every or s.t2n_val_every, reference, note)
 
     def rows(s: Settings):
         n_steps, n_seeds, every = steps or s.t2n_steps, seeds or s.t2n_seeds, val_every or s.t2n_val_every
@@ -176,4 +244,4 @@ def text_to_nerf(task: str, steps: int | None = None, seeds: int | None = None, 
                     panels=[(f"{key}_ok", f"{key} read right (4 validation views)") for key in ("shape", "colour")])
         return out, figure, [m.label for m in picked]
 
-    return Task(picked, rows)
+    return Task(picked, rows, about)
