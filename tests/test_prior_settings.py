@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from dreamsampler.inverse.operators import build_operator
-from dreamsampler.inverse.prior_settings import (dc_estimate, dc_latent_error, per_pixel_weights, rounded,
-                                                 start_timestep)
+from dreamsampler.inverse.prior_settings import (consistent_with, dc_estimate, dc_latent_error, per_pixel_weights,
+                                                 residual_latent_error, rounded, start_timestep, start_with_residual)
 
 BLUR = {"type": "blur", "kernel_size": 5, "sigma": 10.0}
 
@@ -87,3 +87,38 @@ def test_inconsistent_views_are_the_clean_renders_without_inconsistency_and_keep
     assert (moved - clean).abs().amax() > 0.05  # each view departs from the object
     corners = moved[..., :3, :3]  # far from the object: the background stays white
     assert torch.allclose(corners, torch.ones_like(corners), atol=1e-5)
+
+
+def test_consistent_with_is_the_dense_regularized_solve_and_keeps_a_render_that_fits():
+    """The image nearest x_ref with measurement y: (A^T A + lambda I) x = A^T y + lambda x_ref, solved densely
+    (in [-1, 1]) for x4 down-sampling of 8 px images; a render whose A(render) is y comes back unchanged."""
+    op = build_operator({"type": "downsample", "factor": 4})
+    x, ref = smooth_images(1, 8, seed=1), smooth_images(1, 8, seed=2)
+    a = torch.stack([op(e.view(1, 3, 8, 8)).flatten() for e in torch.eye(3 * 64)], 1)
+    y = (a @ (x * 2 - 1).flatten()).view(1, 3, 2, 2) / 2 + 0.5
+    lam = 1e-3
+    exact = torch.linalg.solve(a.T @ a + lam * torch.eye(3 * 64), a.T @ (y * 2 - 1).flatten() + lam * (ref * 2 - 1).flatten())
+    assert torch.allclose(consistent_with(y, op, ref), (exact.view(1, 3, 8, 8) / 2 + 0.5).clamp(0, 1), atol=2e-3)
+    assert torch.allclose(consistent_with(y, op, x), x, atol=1e-5)
+
+
+def test_residual_latent_error_is_zero_for_renders_that_fit_and_grows_with_the_misfit():
+    encode = lambda x: x * 2 - 1
+    op = build_operator(BLUR)
+    renders = smooth_images(size=32)
+    y = op(renders * 2 - 1) / 2 + 0.5
+    assert residual_latent_error(encode, renders, y, op, 32) < 1e-4
+    errors = [residual_latent_error(encode, renders, (y * gain).clamp(0, 1), op, 32) for gain in (1.02, 1.05, 1.1)]
+    assert 0 < errors[0] < errors[1] < errors[2]
+
+
+def test_start_with_residual_adds_the_errors_in_quadrature_on_diffusers_schedule():
+    from diffusers import DDPMScheduler
+
+    abar = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).alphas_cumprod.double()
+    nsr = [((1 - float(abar[k])) / float(abar[k])) ** 0.5 for k in range(1000)]
+    for start in (42, 206, 333):
+        assert start_with_residual(abar, start, 0.0) == start
+        for residual in (0.1, 0.3, 1.0):
+            target = (nsr[start] ** 2 + residual ** 2) ** 0.5
+            assert start_with_residual(abar, start, residual) == min(k for k in range(1000) if nsr[k] >= target - 1e-12)

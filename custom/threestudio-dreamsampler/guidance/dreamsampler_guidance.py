@@ -133,17 +133,8 @@ class DreamSamplerGuidance(BaseObject):
         self.alphas: Float[Tensor, "T"] = scheduler.alphas_cumprod.to(self.device)
         self.grad_clip_val: Optional[float] = None
         self.set_min_max_steps(C(self.cfg.min_step_percent, 0, 0), C(self.cfg.max_step_percent, 0, 0))
-        self.sampler = DreamSampler(
-            self.alphas.cpu(),
-            decreasing_timesteps(
-                self.cfg.trainer_max_steps,
-                self.min_step,
-                self.max_step,
-                self.cfg.timestep_schedule,
-                self.cfg.steps_per_timestep,
-            ),
-            eta=self.cfg.eta,
-        )
+        self.start_override: Optional[int] = None  # a start timestep set at run time (start_schedule_at)
+        self.sampler = self._sampler()
         self.index = 0
         self.global_step = 0
         self.unet_evals = 0  # UNet evaluations (images through the UNet) of the last call
@@ -153,6 +144,18 @@ class DreamSamplerGuidance(BaseObject):
         self.fixed_noise = FixedNoise(self.cfg.lmc_seed) if self.cfg.lmc_fixed_noise else None
         space = "pixel space" if self.pixel_space else "latent"
         threestudio.info(f"Loaded the diffusion model ({space}, {self.prediction_type} prediction, {self.resolution} px)")
+
+    def _sampler(self) -> DreamSampler:
+        """The decreasing schedule from max_step to min_step over trainer_max_steps, nothing carried yet."""
+        timesteps = decreasing_timesteps(self.cfg.trainer_max_steps, self.min_step, self.max_step,
+                                         self.cfg.timestep_schedule, self.cfg.steps_per_timestep)
+        return DreamSampler(self.alphas.cpu(), timesteps, eta=self.cfg.eta)
+
+    def start_schedule_at(self, max_step: int) -> None:
+        """Start the schedule at timestep ``max_step`` instead of the configured one (a system's run-time rule,
+        before the schedule's first step): the sampler's timesteps are rebuilt; random-t modes draw up to it."""
+        self.start_override = self.max_step = int(max_step)
+        self.sampler = self._sampler()
 
     def _corrective(self):
         k = load_corrective(self.cfg.lmc_checkpoint, device=self.device).eval().requires_grad_(False)
@@ -258,14 +261,17 @@ class DreamSamplerGuidance(BaseObject):
         return to_epsilon(out, latents, self._alpha(t.clamp(min=0), latents), self.prediction_type)
 
     @without_autocast
-    def encode_images(self, imgs: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B C h w"]:
-        """The diffusion model's sample of images in [0, 1]: VAE latents, or the pixels in [-1, 1] (IF)."""
+    def encode_images(self, imgs: Float[Tensor, "B 3 H W"], sample: bool = True) -> Float[Tensor, "B C h w"]:
+        """The diffusion model's sample of images in [0, 1]: VAE latents (``sample=False``: the posterior mean),
+        or the pixels in [-1, 1] (IF)."""
         if self.pixel_space:
             return imgs * 2.0 - 1.0
         input_dtype = imgs.dtype
         posterior = self.vae.encode((imgs * 2.0 - 1.0).to(self.weights_dtype)).latent_dist
         # posterior.sample() with its noise drawn in float32: the same draw whatever the weights' dtype
         mean, std = posterior.mean.float(), posterior.std.float()
+        if not sample:
+            return (mean * self.vae.config.scaling_factor).to(input_dtype)
         # torch.randn of the shape, as diffusers draws it: randn_like would keep a channels-last layout
         # (a permuted BHWC render's) and fill it in memory order, another noise for the same seed
         noise = torch.randn(mean.shape, dtype=mean.dtype, device=mean.device)
@@ -494,6 +500,8 @@ class DreamSamplerGuidance(BaseObject):
             self.set_min_max_steps(
                 C(self.cfg.min_step_percent, epoch, global_step), C(self.cfg.max_step_percent, epoch, global_step)
             )
+            if self.start_override is not None:
+                self.max_step = self.start_override
         # the schedule's own step: counted from schedule_start_step (0 before it)
         self.global_step = step = max(global_step - self.cfg.schedule_start_step, 0)
         if self.cfg.mode == "sdi" and self.cfg.t_anneal:
@@ -525,13 +533,15 @@ class DreamSamplerGuidance(BaseObject):
 
     def state_dict(self) -> Dict[str, Any]:
         """Schedule position and carried noise, for the system's checkpoint."""
-        state = {"index": self.index, "sampler": self.sampler.state_dict()}
+        state = {"index": self.index, "sampler": self.sampler.state_dict(), "start_override": self.start_override}
         if self.fixed_noise is not None:
             state["fixed_noise"] = self.fixed_noise.state_dict()
         return state
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.index = int(state["index"])
+        if state.get("start_override") is not None:
+            self.start_schedule_at(state["start_override"])
         self.sampler.load_state_dict(state["sampler"])
         if self.fixed_noise is not None and "fixed_noise" in state:
             self.fixed_noise.load_state_dict(state["fixed_noise"])

@@ -4,6 +4,9 @@
 - Warm-up (``warmup_steps``): data consistency only, l_DC 0.5 ||y - A g||^2 (+ l_LPIPS LPIPS(A g, y)
   when LPIPS weights are on this machine), on data views. A warm-up as long as the run is a
   data-consistency-only reconstruction: no diffusion model is loaded.
+- At the warm-up's end (``start_from_residual``): the schedule's start is raised by what the warm-up's NeRF
+  leaves of the data views unexplained (``dreamsampler.inverse.prior_settings.start_with_residual``): views that
+  are not one object (a multi-view generator's) start the prior higher; views a NeRF fits keep the start.
 - Then eq. 18 with gamma = abar_t of the guidance's current timestep, plus pixel distillation (eq. 19):
   ``(1 - gamma) l_SDS loss_sds + gamma l_DC 0.5 ||y - A g||^2 + l_pixel ||g - D(z0^)||^2``; novel views
   (no measurement) get the distillation terms only. The guidance's decreasing schedule runs over the
@@ -20,6 +23,7 @@ import os
 from dataclasses import dataclass, field
 
 import threestudio
+import torch
 import torch.nn.functional as F
 from threestudio.systems.base import BaseLift3DSystem
 from threestudio.utils.ops import binary_cross_entropy, dot
@@ -29,6 +33,7 @@ from dreamsampler.diffusion.schedules import gamma_schedule
 from dreamsampler.image_io import bchw, bhwc
 from dreamsampler.inverse.data_consistency import data_consistency, eq18_weights
 from dreamsampler.inverse.operators import build_operator
+from dreamsampler.inverse.prior_settings import residual_latent_error, start_with_residual
 from dreamsampler.metrics import image_metrics, load_lpips
 
 from .text_to_nerf import DreamSamplerNeRF
@@ -40,9 +45,10 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
     class Config(DreamSamplerNeRF.Config):
         operator: dict = field(default_factory=dict)  # ${data.operator}
         warmup_steps: int = 1000
+        start_from_residual: bool = True  # raise the schedule's start by the warm-up's residual (module docstring)
 
     cfg: Config
-    RUN_SHAPING = DreamSamplerNeRF.RUN_SHAPING + ("warmup_steps",)
+    RUN_SHAPING = DreamSamplerNeRF.RUN_SHAPING + ("warmup_steps", "start_from_residual")
 
     @staticmethod
     def check_config(cfg: "DreamSamplerDegradedNeRF.Config"):
@@ -89,7 +95,36 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
         return self._lpips_fn
 
     # ---------------------------------------------------------------- training
+    def _start_from_residual(self) -> None:
+        """The schedule's start from the data views' residual after the warm-up (module docstring), logged as
+        ``train/residual_error`` and ``train/start_timestep``."""
+        views = getattr(self.trainer.datamodule, "views", None)
+        if views is None:
+            raise ValueError("system.start_from_residual needs the data views of dreamsampler-multiview-datamodule "
+                             "(data_type); set system.start_from_residual=false for another datamodule")
+        renders, measurements = [], []
+        was_training = self.training
+        self.eval()  # the renders as validation draws them (no random ray samples)
+        with torch.no_grad():
+            for i in range(views.n_data):
+                batch = {k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in views.data_view(i, i).items()}
+                renders.append(bchw(self(batch)["comp_rgb"]).float())
+                measurements.append(bchw(batch["measurement"]).float())
+        self.train(was_training)
+        encode = lambda x: torch.cat([self.guidance.encode_images(c, sample=False).float() for c in x.split(4)])
+        error = residual_latent_error(encode, torch.cat(renders), torch.cat(measurements), self.operator,
+                                      self.guidance.resolution)
+        configured = self.guidance.max_step
+        start = start_with_residual(self.guidance.alphas.cpu(), configured, error)
+        self.guidance.start_schedule_at(start)
+        self.log("train/residual_error", error)
+        self.log("train/start_timestep", float(start))
+        threestudio.info(f"warm-up residual (relative latent error) {error:.3f}: the schedule starts at t={start} "
+                         f"(configured {configured})")
+
     def training_step(self, batch, batch_idx):
+        if self.cfg.start_from_residual and self.true_global_step == self.cfg.warmup_steps:
+            self._start_from_residual()
         out = self(batch)
         rgb = out["comp_rgb"]
         warmup = self.true_global_step < self.cfg.warmup_steps
