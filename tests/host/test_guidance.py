@@ -184,6 +184,31 @@ def test_state_round_trip_continues_identically(ts, tiny_sd, prompt_utils):
     assert torch.equal(outs[0], outs[1])
 
 
+def test_a_start_set_at_run_time_rebuilds_the_schedule_and_survives_the_checkpoint(ts, tiny_sd, prompt_utils):
+    """start_schedule_at (the degraded system's residual rule): the schedule runs from the new start to
+    min_step as diffusers-free arithmetic says, and a fresh guidance that loads the state follows it; SDS mode
+    draws up to it."""
+    from dreamsampler.diffusion import decreasing_timesteps
+
+    a, b = make_guidance(ts, tiny_sd), make_guidance(ts, tiny_sd)
+    a.start_schedule_at(300)
+    assert a.sampler.timesteps.tolist() == decreasing_timesteps(10, 20, 300).tolist()
+    assert a.sampler.timesteps[0] == 300 and a.sampler.timesteps[-1] == 20
+    x = latents()
+    a.update_step(0, 0)
+    assert a(prompt_utils=prompt_utils, **x, **cams())["timestep"] == 300
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(b.sampler.timesteps, a.sampler.timesteps) and b.max_step == 300
+    sds = make_guidance(ts, tiny_sd, mode="sds")
+    sds.start_schedule_at(100)
+    torch.manual_seed(0)
+    draws = []
+    for step in range(20):
+        sds.update_step(0, step)
+        draws.append(sds(prompt_utils=prompt_utils, **x, **cams())["timestep"])
+    assert max(draws) <= 100 and sds.max_step == 100
+
+
 def test_a_validation_call_with_test_info_leaves_the_carried_noise_alone(ts, tiny_sd, prompt_utils):
     """threestudio's sdi-system calls the guidance at each validation view with ``test_info``: the images it shows
     come back at the render's size, and the next training step runs as if the call had not happened."""

@@ -111,7 +111,11 @@ def test_degraded_config_trains_and_writes_metrics_images_video(scene, tiny_sd, 
     dc_steps = sorted(int(r["step"]) for r in run.metrics() if r.get("train/loss_dc"))
     assert dc_steps[:2] == [0, 1]  # warm-up: data consistency on data views
     assert all(math.isfinite(v) for v in run.series("train/loss_sds") + run.series("train/loss_pixel"))
-    assert run.series("train/timestep") == [980.0, 20.0]  # the schedule starts after the warm-up
+    # the schedule starts after the warm-up, at the configured 980 raised by the warm-up's residual (logged)
+    prior = json.loads((save / "prior-start.json").read_text())
+    assert prior["step"] == 2 and prior["configured_start"] == 980 and prior["residual_error"] > 0
+    assert prior["start_timestep"] >= 980 and run.series("train/timestep") == [prior["start_timestep"], 20.0]
+    assert run.log.count(f"the schedule starts at t={prior['start_timestep']} (configured 980)") == 1
     # a run that ends normally never outlives its schedule (guidance.schedule_start_step = the warm-up)
     assert "is past the schedule" not in run.log, "schedule warning on a run that ends normally"
     gammas = run.series("train/gamma")

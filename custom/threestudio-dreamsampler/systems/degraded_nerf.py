@@ -14,7 +14,8 @@
 - threestudio's sparsity / opacity / z-variance (HiFA) / orientation regularizers, weighted by ``system.loss``.
 - Evaluation: validation and test render the data views; with clean ground truth, PSNR / SSIM (LPIPS
   when available) of renders and of the degraded inputs (the baseline) are logged and written to
-  ``<trial>/save/metrics.json`` (test) and ``it<step>-val/metrics.json``; the test also scores the
+  ``<trial>/save/metrics.json`` (test) and ``it<step>-val/metrics.json`` (the residual rule's start:
+  ``save/prior-start.json``); the test also scores the
   held-out views (``data.heldout_root``: cameras never trained on, under ``heldout`` in metrics.json) and
   renders a 360-degree orbit video.
 The math (A, the eq. 18 weights, the data term, metrics) is in ``dreamsampler/``.
@@ -96,8 +97,8 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
 
     # ---------------------------------------------------------------- training
     def _start_from_residual(self) -> None:
-        """The schedule's start from the data views' residual after the warm-up (module docstring), logged as
-        ``train/residual_error`` and ``train/start_timestep``."""
+        """The schedule's start from the data views' residual after the warm-up (module docstring), written
+        to ``<trial>/save/prior-start.json``."""
         views = getattr(self.trainer.datamodule, "views", None)
         if views is None:
             raise ValueError("system.start_from_residual needs the data views of dreamsampler-multiview-datamodule "
@@ -117,10 +118,10 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
         configured = self.guidance.max_step
         start = start_with_residual(self.guidance.alphas.cpu(), configured, error)
         self.guidance.start_schedule_at(start)
-        self.log("train/residual_error", error)
-        self.log("train/start_timestep", float(start))
+        path = self.save_json("prior-start.json", {"step": self.true_global_step, "residual_error": error,
+                                                   "configured_start": configured, "start_timestep": start})
         threestudio.info(f"warm-up residual (relative latent error) {error:.3f}: the schedule starts at t={start} "
-                         f"(configured {configured})")
+                         f"(configured {configured}) -> {path}")
 
     def training_step(self, batch, batch_idx):
         if self.cfg.start_from_residual and self.true_global_step == self.cfg.warmup_steps:
