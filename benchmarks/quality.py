@@ -75,7 +75,7 @@ TASKS: Dict[str, Callable] = {  # name -> task (a common.Task: its methods, and 
     "text-to-nerf-peers": text_to_nerf.text_to_nerf("text-to-nerf-peers", methods=text_to_nerf.T2N_PEER_METHODS,
                                                     prompts=text_to_nerf.T2N_PEER_PROMPTS, reference="sdi"),
     "text-to-nerf-long": text_to_nerf.text_to_nerf("text-to-nerf-long", steps=text_to_nerf.T2N_LONG_STEPS, seeds=1,
-                                                   val_every=100, ids=["dreamsampler-guided", "sds"]),
+                                                   val_every=100, ids=["dreamsampler", "sds"]),
     "text-to-nerf-swaps": text_to_nerf.text_to_nerf("text-to-nerf-swaps", seeds=1, methods=text_to_nerf.T2N_SWAP_METHODS,
                                                     prompts=text_to_nerf.SWAP_PROMPTS, reference="dreamsampler-swap",
                                                     note=text_to_nerf.SWAP_NOTE),

@@ -94,7 +94,7 @@ def test_method_ids_are_short_keys_unique_in_each_task():
         labels = [m.label for m in task.methods]
         assert len(labels) == len(set(labels)) and "degraded-input" not in ids, name
     assert [m.id for m in quality.TASKS["text-to-nerf-heldout"].methods] == ["dreamsampler", "dreamsampler-guided", "sds"]
-    assert [m.id for m in quality.TASKS["text-to-nerf-long"].methods] == ["dreamsampler-guided", "sds"]
+    assert [m.id for m in quality.TASKS["text-to-nerf-long"].methods] == ["dreamsampler", "sds"]
 
 
 def test_method_overrides_are_templates_filled_lazily():

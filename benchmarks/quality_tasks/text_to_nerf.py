@@ -26,7 +26,7 @@ T2N_SIZE = ["data.width=32", "data.height=32", "data.eval_width=32", "data.eval_
             "data.n_test_views=8", "system.renderer.num_samples_per_ray=32", "system.geometry.pos_encoding_config.n_levels=8",
             "system.geometry.pos_encoding_config.log2_hashmap_size=15", "system.optimizer.args.lr=0.01"]
 T2N_CFG = 7.5
-T2N_LONG_STEPS = 1000  # text-to-nerf-long: DreamSampler and SDS, one seed, 5x the steps
+T2N_LONG_STEPS = 1000  # text-to-nerf-long: the shipped config and its -sds variant, one seed, 5x the steps
 GUIDED = "system.guidance.carry=guided"  # Alg. 2's carried noise (the text-to-NeRF config carries the unconditional one)
 # the bridge's y_src on the mini model: the null prompt (its vocabulary has no words for the artifact descriptors,
 # which split into untrained character pieces and overflow its 32-token context), so stage 2 is eps(y) - eps(null)
