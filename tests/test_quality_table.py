@@ -81,7 +81,11 @@ def test_every_task_s_run_folders_are_those_of_the_cached_runs():
     assert folders("edit") == {"dreamsampler", "localized"}
     assert folders("text-to-image") == {"ddim", "sds-latent", "lmc-latent", "sds-latent-lmc-cfg", "bridge-latent"}
     assert folders("nerf-blur") == folders("nerf-x8") == folders("nerf-inconsistent") == {slug(label) for label in (
-        "warm-up alone", "data consistency only", "dreamsampler (settings by rule)")}
+        "warm-up alone", "data consistency only", "dreamsampler (settings by rule)",
+        "dreamsampler (settings by rule, start raised by the warm-up's residual)")}
+    rule = {m.id: m for m in quality.TASKS["nerf-x8"].methods}  # the cached fixed-start runs: the residual rule off
+    assert "system.start_from_residual=false" in rule["dreamsampler-rule-fixed-start"].overrides
+    assert not any("start_from_residual" in o for o in rule["dreamsampler-rule"].overrides)
 
 
 def test_method_ids_are_short_keys_unique_in_each_task():
