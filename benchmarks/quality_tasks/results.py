@@ -141,7 +141,10 @@ def cpu_model() -> str:
 def machine() -> Dict[str, str]:
     """What the numbers were measured on."""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return {"cpu": cpu_model(), "cores": str(os.cpu_count()), "threads": str(torch.get_num_threads()), "gpu": gpu,
+    threads = str(torch.get_num_threads())
+    if os.environ.get("OMP_NUM_THREADS"):  # what each run's process (a child of this one) uses
+        threads += f" (each run: OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']})"
+    return {"cpu": cpu_model(), "cores": str(os.cpu_count()), "threads": threads, "gpu": gpu,
             "torch": torch.__version__, "python": platform.python_version(), "os": f"{platform.system()} {platform.machine()}"}
 
 
