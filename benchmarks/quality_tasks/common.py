@@ -3,6 +3,7 @@ the helpers that read results back."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -27,6 +28,10 @@ OPERATORS = {  # the paper's restoration operators at the world's scale (64 px)
     "restore-x4": [{"type": "downsample", "factor": 4}],
 }
 # the model fields of the configs that load the model twice (prompt processor and guidance): NeRF, SVG, text-to-NeRF
+# threads of each run's process (OMP_NUM_THREADS, unless set): a run's tensors are small, so a second thread buys
+# little and costs much when two benchmarks share the cores (a degraded-view run side by side with another
+# benchmark on 2 cores: 467 s at 2 threads each, 41-81 s at 1)
+RUN_THREADS = os.environ.get("OMP_NUM_THREADS") or "1"
 NERF_MODEL_FIELDS = ("system.prompt_processor.pretrained_model_name_or_path", "system.guidance.pretrained_model_name_or_path")
 LMC_TRAINING = ["--world", "2048", "--resolution", "64", "--depth", "2", "--steps", "2000", "--seed", "0"]
 
@@ -215,7 +220,7 @@ def run(s: Settings, config: str, where: str, overrides: List[str], steps: int |
            "--train", "--cpu", f"exp_root_dir={root}", *(f"{k}={MINI_SD}" for k in model_fields),
            f"trainer.max_steps={steps}", f"trainer.val_check_interval={val_every or steps}", *overrides]
     start = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": RUN_THREADS})
     root.mkdir(parents=True, exist_ok=True)
     (root / "run.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from dreamsampler.image_io import to_uint8
 
-from .common import git_commit  # noqa: F401  (provenance of pages; runs record it too)
+from .common import RUN_THREADS, git_commit  # noqa: F401  (git_commit: provenance of pages; runs record it too)
 
 
 def summarize(rows: List[dict]) -> List[dict]:
@@ -141,9 +141,7 @@ def cpu_model() -> str:
 def machine() -> Dict[str, str]:
     """What the numbers were measured on."""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    threads = str(torch.get_num_threads())
-    if os.environ.get("OMP_NUM_THREADS"):  # what each run's process (a child of this one) uses
-        threads += f" (each run: OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']})"
+    threads = f"{torch.get_num_threads()} (each run's process: {RUN_THREADS})"
     return {"cpu": cpu_model(), "cores": str(os.cpu_count()), "threads": threads, "gpu": gpu,
             "torch": torch.__version__, "python": platform.python_version(), "os": f"{platform.system()} {platform.machine()}"}
 
