@@ -78,7 +78,7 @@ TASKS: Dict[str, Callable] = {  # name -> task (a common.Task: its methods, and 
                                                    val_every=100, ids=["dreamsampler", "sds"]),
     "text-to-nerf-swaps": text_to_nerf.text_to_nerf("text-to-nerf-swaps", seeds=1, methods=text_to_nerf.T2N_SWAP_METHODS,
                                                     prompts=text_to_nerf.SWAP_PROMPTS, reference="dreamsampler-swap",
-                                                    note=text_to_nerf.SWAP_NOTE),
+                                                    note=text_to_nerf.SWAP_NOTE, log_evals=True),
 }
 QUICK_TASKS = ("restore-blur",)
 

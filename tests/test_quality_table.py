@@ -216,6 +216,18 @@ def test_figure_titles_wrap_long_config_names_after_hyphens():
     assert lines("sdi (sdi.yaml)") == ["sdi (sdi.yaml)"] and lines("a-b") == ["a-b"]
 
 
+def test_curves_of_more_methods_than_default_colours_get_a_colour_each(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    drawn = []
+    plot = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda self, *a, **k: drawn.append(k.get("color")) or plot(self, *a, **k))
+    curves = {f"m{i}": [[{"evals": 10 ** (1 + i % 3), "read": i / 11}]] for i in range(11)}
+    quality.results.save_curves(tmp_path / "c.png", curves, x="evals", panels=[("read", "read")], xlabel="e", logx=True)
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    assert len({tuple(c) for c in drawn}) == 11
+
+
 def test_unet_evaluations_are_summed_from_the_runs_log(tmp_path):
     log = tmp_path / "trial" / "csv_logs" / "version_0"
     log.mkdir(parents=True)

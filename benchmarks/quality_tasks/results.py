@@ -77,30 +77,40 @@ def save_figure(path: Path, figure: List[List[torch.Tensor]], columns: List[str]
 
 
 def save_curves(path: Path, curves: Dict[str, List[List[dict]]], x: str, panels: Sequence[Tuple[str, str]], xlabel: str,
-                title: str | None = None, figsize=(6, 4)) -> None:
+                title: str | None = None, figsize=(6, 4), logx: bool = False) -> None:
     """One panel per ``(key, ylabel)`` of ``panels``: for each method (``curves``: name -> its runs, each a list
-    of points), the mean over runs of ``key`` against the mean of ``x``, over the points every run has."""
+    of points), the mean over runs of ``key`` against the mean of ``x``, over the points every run has (``logx``: a
+    logarithmic x axis). More methods than matplotlib's 10 default colours: 20 colours, the legend beside the panels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(panels), figsize=figsize, squeeze=False)
+    many = len(curves) > 10
+    fig, axes = plt.subplots(1, len(panels), figsize=(figsize[0] + 4, figsize[1]) if many else figsize, squeeze=False)
     axes = axes[0]
-    for name, runs in curves.items():
+    colours = plt.cm.tab20(np.linspace(0, 1, 20))[:len(curves)] if many else [None] * len(curves)
+    for (name, runs), colour in zip(curves.items(), colours):
         n = min(len(r) for r in runs)
         if n == 0:
             continue
         xs = [np.mean([r[k][x] for r in runs]) for k in range(n)]
         for ax, (key, _) in zip(axes, panels):
-            ax.plot(xs, [np.mean([r[k][key] for r in runs]) for k in range(n)], marker="o", label=name)
+            ax.plot(xs, [np.mean([r[k][key] for r in runs]) for k in range(n)], marker="o", label=name, color=colour)
     for ax, (_, ylabel) in zip(axes, panels):
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
+        if logx:
+            ax.set_xscale("log")
     if title is not None:
         axes[0].set_title(title)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
+    if many:
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="center right", fontsize=7)
+        fig.tight_layout(rect=(0, 0, 1 - 4 / (figsize[0] + 4), 1))
+    else:
+        axes[0].legend(fontsize=7)
+        fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

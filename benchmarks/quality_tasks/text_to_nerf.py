@@ -191,7 +191,7 @@ def describe(methods, prompts, steps: int, seeds: int, first_seed: int, val_ever
 
 def text_to_nerf(task: str, steps: int | None = None, seeds: int | None = None, val_every: int | None = None, ids=None,
                  first_seed: int = 0, methods=T2N_METHODS, prompts=T2N_PROMPTS, reference: str = "sds",
-                 note: str = "") -> Task:
+                 note: str = "", log_evals: bool = False) -> Task:
     """Text-to-NeRF (supp. sec. 5.3) on the mini model: the shipped config (DreamSampler), its ``-sds``, ``-lmc``
     (k_psi for the mini model, as in text-to-image) and ``-bridge`` (y_src the null prompt, ``BRIDGE_NULL``)
     variants, DreamSampler carrying the guided prediction (Alg. 2) instead of the shipped unconditional one (Alg. 3
@@ -202,7 +202,8 @@ def text_to_nerf(task: str, steps: int | None = None, seeds: int | None = None, 
     (per-pixel std of the test views across seeds; NaN for one seed), and the reader's accuracy on the 4 validation
     views against UNet evaluations (the curve), and the UNet evaluations at which each method's validation colour
     read first reaches the ``reference`` method's final one (``colour_reach_evals``, :func:`evals_to_reach`).
-    A method with ``runs_of`` reads that task's runs. The results page says what ran (:func:`describe`, with ``note``)."""
+    A method with ``runs_of`` reads that task's runs. The results page says what ran (:func:`describe`, with ``note``);
+    ``log_evals``: the curves' UNet evaluations on a logarithmic axis (methods whose budgets differ tenfold)."""
     picked = pick(methods, ids)
 
     def about(s: Settings) -> str:
@@ -241,7 +242,8 @@ def text_to_nerf(task: str, steps: int | None = None, seeds: int | None = None, 
         for r in out:
             r["colour_reach_evals"] = reach.get(r["method"], float("nan"))
         save_curves(s.out / f"{task}-curves.png", curves, x="unet_evals", xlabel="UNet evaluations", figsize=(9, 3.5),
-                    panels=[(f"{key}_ok", f"{key} read right (4 validation views)") for key in ("shape", "colour")])
+                    panels=[(f"{key}_ok", f"{key} read right (4 validation views)") for key in ("shape", "colour")],
+                    logx=log_evals)
         return out, figure, [m.label for m in picked]
 
     return Task(picked, rows, about)
