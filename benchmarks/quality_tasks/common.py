@@ -27,11 +27,11 @@ OPERATORS = {  # the paper's restoration operators at the world's scale (64 px)
     "restore-blur": [{"type": "blur", "kernel_size": 5, "sigma": 10.0}],
     "restore-x4": [{"type": "downsample", "factor": 4}],
 }
-# the model fields of the configs that load the model twice (prompt processor and guidance): NeRF, SVG, text-to-NeRF
 # threads of each run's process (OMP_NUM_THREADS, unless set): a run's tensors are small, so a second thread buys
 # little and costs much when two benchmarks share the cores (a degraded-view run side by side with another
 # benchmark on 2 cores: 467 s at 2 threads each, 41-81 s at 1)
 RUN_THREADS = os.environ.get("OMP_NUM_THREADS") or "1"
+# the model fields of the configs that load the model twice (prompt processor and guidance): NeRF, SVG, text-to-NeRF
 NERF_MODEL_FIELDS = ("system.prompt_processor.pretrained_model_name_or_path", "system.guidance.pretrained_model_name_or_path")
 LMC_TRAINING = ["--world", "2048", "--resolution", "64", "--depth", "2", "--steps", "2000", "--seed", "0"]
 
