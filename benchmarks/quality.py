@@ -76,6 +76,10 @@ TASKS: Dict[str, Callable] = {  # name -> task (a common.Task: its methods, and 
                                                     prompts=text_to_nerf.T2N_PEER_PROMPTS, reference="sdi"),
     "text-to-nerf-long": text_to_nerf.text_to_nerf("text-to-nerf-long", steps=text_to_nerf.T2N_LONG_STEPS, seeds=1,
                                                    val_every=100, ids=["dreamsampler", "sds"]),
+    "text-to-nerf-peers-long": text_to_nerf.text_to_nerf("text-to-nerf-peers-long", steps=text_to_nerf.T2N_LONG_STEPS,
+                                                         val_every=100, methods=text_to_nerf.T2N_PEER_METHODS,
+                                                         prompts=text_to_nerf.T2N_PEER_PROMPTS, reference="sdi",
+                                                         log_evals=True),
     "text-to-nerf-swaps": text_to_nerf.text_to_nerf("text-to-nerf-swaps", seeds=1, methods=text_to_nerf.T2N_SWAP_METHODS,
                                                     prompts=text_to_nerf.SWAP_PROMPTS, reference="dreamsampler-swap",
                                                     note=text_to_nerf.SWAP_NOTE, log_evals=True),
@@ -98,6 +102,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--nfe", type=int, default=None)
     ap.add_argument("--seeds", type=int, default=None, help="seeds per prompt of the text-to-NeRF tasks that do not fix "
                     "their own (default 3; runs go seed by seed, so a smaller number reuses the first runs of a larger)")
+    ap.add_argument("--jobs", type=int, default=1, help="threestudio runs computed side by side (text-to-NeRF tasks; "
+                    "each run's process at OMP_NUM_THREADS threads, 1 unless set): at most the cores")
     ap.add_argument("--results", default=None, help="folder of the results pages (default docs/results; with --quick "
                     "none unless given; '' for none)")
     args = ap.parse_args(argv)
@@ -110,7 +116,7 @@ def main(argv=None) -> dict:
     if unknown:
         raise SystemExit(f"--tasks: unknown task(s) {unknown}; known: {list(TASKS)}")
     s = Settings(out=Path(args.out).resolve(), scenes=args.scenes or (1 if args.quick else 5),
-                 nfe=args.nfe or 200, quick=args.quick, **({"t2n_seeds": args.seeds} if args.seeds else {}))
+                 nfe=args.nfe or 200, quick=args.quick, jobs=args.jobs, **({"t2n_seeds": args.seeds} if args.seeds else {}))
     s.out.mkdir(parents=True, exist_ok=True)
     saved = s.out / "quality.json"  # tasks measured earlier in this folder stay in the table
     table, start = (json.loads(saved.read_text())["table"] if saved.exists() else {}), time.time()

@@ -310,3 +310,33 @@ def test_evals_to_reach_is_the_first_validation_at_the_references_final_mean_rea
               "b": [[point(100, 0.5), point(300, 0.5)], [point(100, 0.5), point(300, 0.5)]]}
     got = reach(curves, "ref")
     assert got["ref"] == 2000 and got["a"] == 300 and math.isnan(got["b"])
+
+
+def test_run_all_computes_runs_side_by_side_in_the_given_order(tmp_path, monkeypatch):
+    """--jobs 2: two runs at a time, started in the task's order (an interrupted benchmark has the first ones), a
+    failed run raises; with one job the task computes each run as it reads it (run_all starts none)."""
+    import threading
+    import time
+
+    lock, started, running, most = threading.Lock(), [], [0], [0]
+
+    def fake_run(s, where, **kw):
+        with lock:
+            started.append(where)
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.2)
+        with lock:
+            running[0] -= 1
+        if where == "boom":
+            raise RuntimeError("boom failed")
+
+    monkeypatch.setattr(quality.common, "run", fake_run)
+    runs = [{"config": "c", "where": f"t/m/{k}", "overrides": []} for k in range(5)]
+    quality.common.run_all(quality.Settings(out=tmp_path, scenes=1, nfe=1, quick=True), runs)
+    assert started == []
+    quality.common.run_all(quality.Settings(out=tmp_path, scenes=1, nfe=1, quick=True, jobs=2), runs)
+    assert started[:2] == ["t/m/0", "t/m/1"] and sorted(started) == [r["where"] for r in runs] and most[0] == 2
+    with pytest.raises(RuntimeError, match="boom failed"):
+        quality.common.run_all(quality.Settings(out=tmp_path, scenes=1, nfe=1, quick=True, jobs=2),
+                               [{"where": "boom"}, {"where": "fine"}])

@@ -7,7 +7,9 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -55,6 +57,7 @@ class Settings:
     t2n_seeds: int = 3
     t2n_steps: int = 200  # CPU time: about 0.4 s a step at these sizes
     t2n_val_every: int = 50
+    jobs: int = 1  # runs computed side by side (run_all); each run's process at RUN_THREADS threads
     log: Callable[[str], None] = print
     reader: Reader = field(default_factory=lambda: Reader())  # looked up when made (tests replace it)
     runs_used: List[Path] = field(default_factory=list)  # run folders the current task read (computed or cached)
@@ -226,9 +229,25 @@ def run(s: Settings, config: str, where: str, overrides: List[str], steps: int |
     if proc.returncode != 0:
         raise RuntimeError(f"{where}: {config} failed ({root / 'run.log'}):\n" + "\n".join(proc.stderr.splitlines()[-20:]))
     s.log(f"  {where}: {time.time() - start:.0f} s")
-    s.runs_computed += 1
+    with _COUNTING:
+        s.runs_computed += 1
     (root / "run.json").write_text(json.dumps({"commit": git_commit(), "seconds": round(time.time() - start)}))
     return next(root.glob(f"*/*/save/{marker}")).parent
+
+
+_COUNTING = threading.Lock()  # run_all's threads count their runs into the same Settings
+
+
+def run_all(s: Settings, runs: List[dict]) -> None:
+    """Compute the runs of ``runs`` (each :func:`run`'s keyword arguments) that are not cached, ``s.jobs`` at a
+    time and started in the given order, so that an interrupted benchmark has the first ones; the task then reads
+    each with :func:`run` (cached by then). With ``s.jobs`` 1 it does nothing: :func:`run` computes each run as the
+    task reads it."""
+    if s.jobs <= 1:
+        return
+    with ThreadPoolExecutor(s.jobs) as pool:
+        for done in [pool.submit(run, s, **r) for r in runs]:
+            done.result()
 
 
 def config_file(config: str) -> Path:

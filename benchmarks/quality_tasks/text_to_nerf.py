@@ -1,5 +1,6 @@
 """Text-to-NeRF (supp. sec. 5.3) on the mini model: ``text-to-nerf``, ``text-to-nerf-heldout`` (other seeds),
-``text-to-nerf-peers`` (what threestudio users have) and ``text-to-nerf-long`` (5x the steps)."""
+``text-to-nerf-peers`` (what threestudio users have), ``text-to-nerf-long`` and ``text-to-nerf-peers-long`` (5x the
+steps)."""
 from __future__ import annotations
 
 import csv
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 
 from dreamsampler.world import world_image
 
-from .common import NERF_MODEL_FIELDS, Method, Settings, Task, mini_corrective, pick, read_png, row, run
+from .common import NERF_MODEL_FIELDS, Method, Settings, Task, mini_corrective, pick, read_png, row, run, run_all
 from .results import save_curves
 
 T2N_PROMPTS = ("a red sphere", "a blue cube", "a green cylinder", "a yellow cone")
@@ -26,7 +27,7 @@ T2N_SIZE = ["data.width=32", "data.height=32", "data.eval_width=32", "data.eval_
             "data.n_test_views=8", "system.renderer.num_samples_per_ray=32", "system.geometry.pos_encoding_config.n_levels=8",
             "system.geometry.pos_encoding_config.log2_hashmap_size=15", "system.optimizer.args.lr=0.01"]
 T2N_CFG = 7.5
-T2N_LONG_STEPS = 1000  # text-to-nerf-long: the shipped config and its -sds variant, one seed, 5x the steps
+T2N_LONG_STEPS = 1000  # 5x the steps: text-to-nerf-long (shipped config, -sds variant, one seed), text-to-nerf-peers-long
 GUIDED = "system.guidance.carry=guided"  # Alg. 2's carried noise (the text-to-NeRF config carries the unconditional one)
 # the bridge's y_src on the mini model: the null prompt (its vocabulary has no words for the artifact descriptors,
 # which split into untrained character pieces and overflow its 32-token context), so stage 2 is eps(y) - eps(null)
@@ -216,22 +217,28 @@ def text_to_nerf(task: str, steps: int | None = None, seeds: int | None = None, 
         out, curves = [], defaultdict(list)
         test_views: Dict[tuple, torch.Tensor] = {}
         shown: Dict[int, list] = defaultdict(list)
-        for seed in range(first_seed, first_seed + n_seeds):  # seed-major: an interrupted run has every prompt once
-            for p, prompt in enumerate(prompts):
-                for m in picked:
-                    save = run(s, m.config, m.where(task, f"{p}-{seed}"), [f"system.prompt_processor.prompt={prompt!r}",
-                               f"seed={seed}", *T2N_SIZE, *extra[m]], steps=n_steps, model_fields=NERF_MODEL_FIELDS,
-                               val_every=every, marker=f"it{n_steps}-test.mp4")
-                    grids = sorted((save / f"it{n_steps}-test").glob("*.png"), key=lambda q: int(q.stem))
-                    views = test_views[m.id, p, seed] = render_views(grids)
-                    evals = logged_unet_evals(save)
-                    out.append(row(m, f"{p}-{seed}", prompt=prompt, unet_evals=evals[n_steps],
-                                   **read_object_views(s, views, prompt), saturation_vs_world=saturation(
-                                       views, render_views(grids, 2)) / world_saturation(prompt.split()[1])))
-                    curves[m.label].append([{"step": k, "unet_evals": evals[k], **read_object_views(s, render_views(
-                        sorted(save.glob(f"it{k}-[0-9].png"))), prompt)} for k in range(every, n_steps + 1, every)])
-                    if seed == first_seed:
-                        shown[p].append(views[:1])
+        # seed-major: an interrupted run has every prompt once
+        plan = [(seed, p, prompt, m) for seed in range(first_seed, first_seed + n_seeds)
+                for p, prompt in enumerate(prompts) for m in picked]
+
+        def spec(seed, p, prompt, m) -> dict:
+            return dict(config=m.config, where=m.where(task, f"{p}-{seed}"), overrides=[
+                f"system.prompt_processor.prompt={prompt!r}", f"seed={seed}", *T2N_SIZE, *extra[m]], steps=n_steps,
+                model_fields=NERF_MODEL_FIELDS, val_every=every, marker=f"it{n_steps}-test.mp4")
+
+        run_all(s, [spec(*x) for x in plan])
+        for seed, p, prompt, m in plan:
+            save = run(s, **spec(seed, p, prompt, m))
+            grids = sorted((save / f"it{n_steps}-test").glob("*.png"), key=lambda q: int(q.stem))
+            views = test_views[m.id, p, seed] = render_views(grids)
+            evals = logged_unet_evals(save)
+            out.append(row(m, f"{p}-{seed}", prompt=prompt, unet_evals=evals[n_steps],
+                           **read_object_views(s, views, prompt), saturation_vs_world=saturation(
+                               views, render_views(grids, 2)) / world_saturation(prompt.split()[1])))
+            curves[m.label].append([{"step": k, "unet_evals": evals[k], **read_object_views(s, render_views(
+                sorted(save.glob(f"it{k}-[0-9].png"))), prompt)} for k in range(every, n_steps + 1, every)])
+            if seed == first_seed:
+                shown[p].append(views[:1])
         figure = [shown[p] for p in range(len(prompts))]
         for r in out:  # per-pixel std across seeds of the same prompt's test views, mean over views and pixels
             p = int(r["scene"].split("-")[0])
