@@ -156,6 +156,19 @@ def make_dm(ts, **cfg):
     return dm
 
 
+def test_the_residual_start_asks_for_the_multiview_data_module_at_fit_start(ts, scene):
+    """system.start_from_residual renders the data views at the warm-up's end: another data module (threestudio's
+    random cameras) is refused when the fit starts, naming both fields; off, or with our data module, it passes."""
+    system = ts.find("dreamsampler-degraded-nerf-system")
+    cfg = system.Config(start_from_residual=True)
+    random_cameras = ts.find("random-camera-datamodule")({})
+    with pytest.raises(ValueError, match=r"system.start_from_residual=true .* data_type=RandomCameraDataModule lacks"):
+        system.check_datamodule(cfg, random_cameras)
+    system.check_datamodule(system.Config(start_from_residual=False), random_cameras)
+    system.check_datamodule(cfg, make_dm(ts, dataroot=scene["clean"], caption=CAPTION, ring_views=4,
+                                         operator={"type": "downsample", "factor": 2}))
+
+
 def test_train_batches_render_at_the_operator_input_size_with_per_view_keys(ts, scene):
     dm = make_dm(ts, dataroot=scene["clean"], caption=CAPTION, ring_views=4, apply_operator=True,
                  operator={"type": "downsample", "factor": 2}, novel_view_start_step=5, novel_view_prob=0.5)

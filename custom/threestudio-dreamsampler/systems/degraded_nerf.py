@@ -87,7 +87,17 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
                     f"({self.cfg.warmup_steps}): the reverse schedule starts after the warm-up "
                     "(set it to ${system.warmup_steps})"
                 )
+            self.check_datamodule(self.cfg, self.trainer.datamodule)
         self._use_lpips_loss = self.C(self.cfg.loss.get("lambda_lpips", 0.0)) > 0 and self._lpips() is not None
+
+    @staticmethod
+    def check_datamodule(cfg: "DreamSamplerDegradedNeRF.Config", datamodule) -> None:
+        """At fit start, not at the warm-up's end: ``start_from_residual`` renders the data views of
+        dreamsampler-multiview-datamodule (its ``views``, set up by then)."""
+        if cfg.start_from_residual and getattr(datamodule, "views", None) is None:
+            raise ValueError(f"system.start_from_residual=true renders the data views of "
+                             f"dreamsampler-multiview-datamodule, which data_type={type(datamodule).__name__} lacks: "
+                             "set data_type=dreamsampler-multiview-datamodule or system.start_from_residual=false")
 
     def _lpips(self):
         """LPIPS (loss and metric), loaded once; None with one warning when its weights are not on this machine."""
@@ -99,10 +109,7 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
     def _start_from_residual(self) -> None:
         """The schedule's start from the data views' residual after the warm-up (module docstring), written
         to ``<trial>/save/prior-start.json``."""
-        views = getattr(self.trainer.datamodule, "views", None)
-        if views is None:
-            raise ValueError("system.start_from_residual needs the data views of dreamsampler-multiview-datamodule "
-                             "(data_type); set system.start_from_residual=false for another datamodule")
+        views = self.trainer.datamodule.views  # checked at fit start (check_datamodule)
         renders, measurements = [], []
         was_training = self.training
         self.eval()  # the renders as validation draws them (no random ray samples)
