@@ -3,7 +3,11 @@
 Both halves run the core's mode functions (``dreamsampler.distill.modes``), over the tiny UNet in (a)
 and over the mixture's exact eps in (b): for ``bridge``, ``dds`` and ``lmc`` the functions
 ``dreamsampler-guidance`` calls; for ``sds`` and ``dreamsampler`` ``score_distillation``, the CFG
-prediction and ``sds_gradient`` that the guidance composes itself (there with Perp-Neg as an option).
+prediction and ``sds_gradient`` that the guidance composes itself (there with Perp-Neg as an option); for ``sdi``
+the core's DDIM inversion (``ddim_invert_noise`` on ``inversion_timesteps``' grid) and ``sdi_gradient``, at the
+guidance's SDI defaults (threestudio's sdi.yaml: CFG 7.5, inversion CFG -7.5 over a 10-step grid, eta 0.3) in (a)
+and at the mixture's one scale with that grid and eta in (b) (t drawn as for the other random-t modes; annealing t
+as sdi.yaml does leaves the generated particles as far from the modes: W1 1.26 against 1.16, 500 particles).
 
 (a) Cost of one guidance step on the tiny pipeline's UNet (4x64x64 latents, i.e. 512x512
     renders, batch 1): the UNet evaluations each mode makes (one batched call, the guidance's),
@@ -38,19 +42,44 @@ from diffusers import DDIMScheduler
 from torch import Tensor, nn
 
 from dreamsampler import DreamSampler, decreasing_timesteps, distill
-from dreamsampler.diffusion.process import forward_noise
+from dreamsampler.diffusion.process import cfg, forward_noise
+from dreamsampler.diffusion.reverse import ddim_invert_noise
+from dreamsampler.diffusion.schedules import inversion_timesteps
 from dreamsampler.distill import lmc
 from dreamsampler.distill.modes import (
     bridge_distillation,
     dds_distillation,
     lmc_distillation,
+    batched_predictions,
     score_distillation,
+    sdi_gradient,
     source_prompt,
 )
 from dreamsampler.testing.gaussian_mixture import GaussianMixture, sliced_wasserstein
 from dreamsampler.testing.tiny_pipeline import SCHEDULER_CONFIG, build_tiny_pipeline, default_location
 
-MODES = ("sds", "dreamsampler", "bridge", "dds", "lmc", "lmc (c = 1)", "lmc + fixed eps")
+MODES = ("sds", "dreamsampler", "sdi", "bridge", "dds", "lmc", "lmc (c = 1)", "lmc + fixed eps")
+# sdi: the guidance's defaults, threestudio's sdi.yaml (CFG 7.5, inversion CFG -7.5 over a 10-step DDIM grid, eta 0.3)
+SDI_SCALE, SDI_INVERSION_SCALE, SDI_STEPS, SDI_ETA = 7.5, -7.5, 10, 0.3
+
+
+def guided_eps(eps_fn, z: Tensor, t: Tensor, cond, uncond, scale: float) -> Tensor:
+    """CFG (eq. 6) of one batched call."""
+    eps_c, eps_u = batched_predictions(eps_fn, [z, z], t, [cond, uncond])
+    return cfg(eps_u, eps_c, scale)
+
+
+def sdi_latent(eps_fn, z: Tensor, t: int, cond, uncond, scale: float, n_steps: int, eta: float, generator) -> Tensor:
+    """SDI's z_t: ``z`` DDIM-inverted to ``t`` with CFG ``scale`` (the core's ``ddim_invert_noise`` on the
+    ``inversion_timesteps`` grid, delta 0), the inversion's noise from ``generator``; the first step's prediction,
+    at the clean level (a negative timestep on the grid), is taken at t = 0 (the mixture's exact eps needs a level)."""
+    alphas = DDIMScheduler(**SCHEDULER_CONFIG).alphas_cumprod.to(z.device, z.dtype)
+
+    def guided(z_, s):
+        return guided_eps(eps_fn, z_, torch.full((z_.shape[0],), max(s, 0), device=z_.device), cond, uncond, scale)
+
+    randn = lambda like: torch.randn(like.shape, generator=generator, dtype=like.dtype).to(like.device)
+    return ddim_invert_noise(guided, z, inversion_timesteps(t, n_steps), alphas, 1.0, eta, randn)[0]
 
 
 # ----------------------------------------------------------------- (a) cost on the tiny UNet
@@ -146,6 +175,13 @@ def guidance_steps(device: torch.device, seed: int):
             ds.step(z_t, eps_hat, i)
         apply(grad)
 
+    def sdi():
+        t, a, _ = draw()
+        with torch.no_grad():
+            z_t = sdi_latent(eps, z.detach(), int(t), tgt, null, SDI_INVERSION_SCALE, SDI_STEPS, SDI_ETA, g)
+            grad = sdi_gradient(z.detach(), z_t, guided_eps(eps, z_t, t, tgt, null, SDI_SCALE), a)
+        apply(grad)
+
     def bridge():
         t, a, e = draw()
         with torch.no_grad():
@@ -167,7 +203,7 @@ def guidance_steps(device: torch.device, seed: int):
             apply(grad)
         return step
 
-    steps = {"sds": sds, "dreamsampler": dreamsampler, "bridge": bridge, "dds": dds,
+    steps = {"sds": sds, "dreamsampler": dreamsampler, "sdi": sdi, "bridge": bridge, "dds": dds,
              "lmc": lmc_step(False), "lmc + fixed eps": lmc_step(True)}
     sizes = {"unet": sum(p.numel() for p in unet.parameters()), "k_psi": sum(p.numel() for p in k.parameters())}
     return steps, sizes, calls
@@ -294,6 +330,12 @@ def mixture_runs(n: int, seed: int):
     def sds(i, z, t, a, z_t, e):
         return score_distillation(eps_fn, z_t, t, tgt, null, e, SCALE, w(a))[0]
 
+    g_sdi = torch.Generator().manual_seed(seed + 2)
+
+    def sdi(i, z, t, a, z_t, e):  # z_t from inverting z with the exact eps(c) (scale 1) and SDI's eta
+        z_t = sdi_latent(eps_fn, z, int(t[0]), tgt, null, SCALE, SDI_STEPS, SDI_ETA, g_sdi)
+        return sdi_gradient(z, z_t, guided_eps(eps_fn, z_t, t, tgt, null, SCALE), a)
+
     def bridge_generate(i, z, t, a, z_t, e):
         if i < BRIDGE_STAGE1:
             return sds(i, z, t, a, z_t, e)
@@ -321,6 +363,8 @@ def mixture_runs(n: int, seed: int):
         ("generate", "sds"): (run(sds, blank), common),
         ("generate", "dreamsampler"): (lambda: run_dreamsampler(blank, alphas, seed),
                                        "100 steps t 980 -> 20, carried noise (eta 0), lr 1, w = tweedie, scale 1"),
+        ("generate", "sdi"): (run(sdi, blank), common.replace(", w = 1 - abar", "") + f"; z_t by DDIM inversion of z "
+                              f"({SDI_STEPS}-step grid, eta {SDI_ETA}, scale {SCALE:g}), gradient z - Tweedie(z_t) (no w)"),
         ("generate", "bridge"): (run(bridge_generate, blank), common + f"; SDS for the first {BRIDGE_STAGE1} steps, then y_src = null"),
         ("generate", "dds"): (None, "needs a source image and a source prompt"),
         ("generate", "lmc"): (run(lmc_grad(), blank), common + "; " + eq9),
@@ -329,6 +373,7 @@ def mixture_runs(n: int, seed: int):
                                           common + "; " + eq9 + "; eps fixed per particle inside L_lmc only"),
         ("edit", "sds"): (run(sds, source), common),
         ("edit", "dreamsampler"): (None, "edits by DDIM inversion + CFG gamma_t (Alg. 3), not this task"),
+        ("edit", "sdi"): (run(sdi, source), common.replace(", w = 1 - abar", "") + "; as in generate"),
         ("edit", "bridge"): (run(bridge_edit, source), common + "; y_src = the source condition, no SDS stage (editing)"),
         ("edit", "dds"): (run(dds, source), common + "; source prompt = the source condition, source image = the start"),
         ("edit", "lmc"): (run(lmc_grad(), source), common + "; " + eq9),
@@ -418,7 +463,10 @@ def main(argv=None) -> None:
     print("\nk_psi on the mixture: k(x, t) = s(t) x + b(t) fit by `lmc.train_corrective` (1,500 Adam steps) on "
           "unconditional samples. The bridge direction does not vanish at the target (nothing anchors the particles "
           "to the data), so with this step budget it overshoots; dds's source term cancels once the edit is done (here the "
-          "target modes are translates of the source modes). "
+          "target modes are translates of the source modes). sdi's noise is a function of the particle (its inversion), "
+          "so particles that start at one point move as one (the inversion's eta term barely separates them): from "
+          "z = 0 they settle at the target modes' mean, where z = Tweedie(inversion(z)); from the edit's spread-out "
+          "start they reach the modes. "
           f"Total time {time.time() - t_start:.0f} s.")
 
 
