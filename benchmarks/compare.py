@@ -47,10 +47,10 @@ from dreamsampler.diffusion.reverse import ddim_invert_noise
 from dreamsampler.diffusion.schedules import inversion_timesteps
 from dreamsampler.distill import lmc
 from dreamsampler.distill.modes import (
+    batched_predictions,
     bridge_distillation,
     dds_distillation,
     lmc_distillation,
-    batched_predictions,
     score_distillation,
     sdi_gradient,
     source_prompt,
@@ -69,11 +69,11 @@ def guided_eps(eps_fn, z: Tensor, t: Tensor, cond, uncond, scale: float) -> Tens
     return cfg(eps_u, eps_c, scale)
 
 
-def sdi_latent(eps_fn, z: Tensor, t: int, cond, uncond, scale: float, n_steps: int, eta: float, generator) -> Tensor:
-    """SDI's z_t: ``z`` DDIM-inverted to ``t`` with CFG ``scale`` (the core's ``ddim_invert_noise`` on the
-    ``inversion_timesteps`` grid, delta 0), the inversion's noise from ``generator``; the first step's prediction,
+def sdi_latent(eps_fn, z: Tensor, t: int, alphas: Tensor, cond, uncond, scale: float, n_steps: int, eta: float,
+               generator) -> Tensor:
+    """SDI's z_t: ``z`` DDIM-inverted to ``t`` (levels ``alphas``) with CFG ``scale`` (the core's ``ddim_invert_noise``
+    on the ``inversion_timesteps`` grid, delta 0), the inversion's noise from ``generator``; the first step's prediction,
     at the clean level (a negative timestep on the grid), is taken at t = 0 (the mixture's exact eps needs a level)."""
-    alphas = DDIMScheduler(**SCHEDULER_CONFIG).alphas_cumprod.to(z.device, z.dtype)
 
     def guided(z_, s):
         return guided_eps(eps_fn, z_, torch.full((z_.shape[0],), max(s, 0), device=z_.device), cond, uncond, scale)
@@ -178,7 +178,7 @@ def guidance_steps(device: torch.device, seed: int):
     def sdi():
         t, a, _ = draw()
         with torch.no_grad():
-            z_t = sdi_latent(eps, z.detach(), int(t), tgt, null, SDI_INVERSION_SCALE, SDI_STEPS, SDI_ETA, g)
+            z_t = sdi_latent(eps, z.detach(), int(t), alphas, tgt, null, SDI_INVERSION_SCALE, SDI_STEPS, SDI_ETA, g)
             grad = sdi_gradient(z.detach(), z_t, guided_eps(eps, z_t, t, tgt, null, SDI_SCALE), a)
         apply(grad)
 
@@ -333,7 +333,7 @@ def mixture_runs(n: int, seed: int):
     g_sdi = torch.Generator().manual_seed(seed + 2)
 
     def sdi(i, z, t, a, z_t, e):  # z_t from inverting z with the exact eps(c) (scale 1) and SDI's eta
-        z_t = sdi_latent(eps_fn, z, int(t[0]), tgt, null, SCALE, SDI_STEPS, SDI_ETA, g_sdi)
+        z_t = sdi_latent(eps_fn, z, int(t[0]), alphas, tgt, null, SCALE, SDI_STEPS, SDI_ETA, g_sdi)
         return sdi_gradient(z, z_t, guided_eps(eps_fn, z_t, t, tgt, null, SCALE), a)
 
     def bridge_generate(i, z, t, a, z_t, e):

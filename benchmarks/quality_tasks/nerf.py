@@ -71,8 +71,8 @@ def nerf_curve(save: Path, warmup: int, unet_per_step: int) -> List[dict]:
 def nerf(task: str, ids=NERF_IDS) -> Task:
     """NeRF from degraded views (supp. eq. 18-19) on world objects: the shipped config with the prior's settings by
     rule (``rule_settings``; its start raised at run time by the warm-up's residual, and without that) against
-    the warm-up alone, data consistency only for the same steps and SDS as eq. 18's prior (``ids`` of ``NERF_METHODS``), scored on the 16 data views and on 8 held-out views
-    (``dreamsampler.world.scenes``)."""
+    the warm-up alone, data consistency only for the same steps and SDS as eq. 18's prior (``ids`` of
+    ``NERF_METHODS``), scored on the 16 data views and on 8 held-out views (``dreamsampler.world.scenes``)."""
     spec, inconsistency = NERF_CONDITIONS[task]
     picked = pick(NERF_METHODS, ids)
 

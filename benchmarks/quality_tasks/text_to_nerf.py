@@ -226,9 +226,10 @@ def text_to_nerf(task: str, steps: int | None = None, seeds: int | None = None, 
                 f"system.prompt_processor.prompt={prompt!r}", f"seed={seed}", *T2N_SIZE, *extra[m]], steps=n_steps,
                 model_fields=NERF_MODEL_FIELDS, val_every=every, marker=f"it{n_steps}-test.mp4")
 
-        run_all(s, [spec(*x) for x in plan])
-        for seed, p, prompt, m in plan:
-            save = run(s, **spec(seed, p, prompt, m))
+        specs = [spec(*x) for x in plan]
+        run_all(s, specs)
+        for (seed, p, prompt, m), r in zip(plan, specs):
+            save = run(s, **r)
             grids = sorted((save / f"it{n_steps}-test").glob("*.png"), key=lambda q: int(q.stem))
             views = test_views[m.id, p, seed] = render_views(grids)
             evals = logged_unet_evals(save)
