@@ -10,6 +10,7 @@ from dreamsampler.distill.modes import (
     ARTIFACT_DESCRIPTORS,
     bridge_distillation,
     dds_distillation,
+    guided_prediction,
     lmc_distillation,
     score_distillation,
     source_prompt,
@@ -55,6 +56,7 @@ def test_score_distillation_is_cfg_minus_the_noise(model):
     e_c, e_u = eps_fn(z_t, t, cond), eps_fn(z_t, t, null)
     assert torch.allclose(eps_hat, e_u + 7.5 * (e_c - e_u), atol=1e-10, rtol=0)
     assert torch.allclose(grad, 0.3 * (e_u + 7.5 * (e_c - e_u) - noise), atol=1e-10, rtol=0)
+    assert torch.allclose(guided_prediction(eps_fn, z_t, t, cond, null, 7.5), e_u + 7.5 * (e_c - e_u), atol=1e-10, rtol=0)
 
 
 def test_bridge_with_the_null_source_is_the_cfg_term_of_sds(model):

@@ -6,6 +6,7 @@ from .modes import (
     MODES,
     bridge_distillation,
     dds_distillation,
+    guided_prediction,
     lmc_distillation,
     score_distillation,
     sdi_gradient,

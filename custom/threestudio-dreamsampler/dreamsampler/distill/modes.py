@@ -8,7 +8,7 @@ every mode makes one batched call. For ``bridge``, ``dds`` and ``lmc`` the guida
 (``dreamsampler-guidance``) calls these functions. For ``sds`` and ``dreamsampler`` it composes the
 same two steps itself: its own CFG prediction (``predict_noise``: eq. 6, or Perp-Neg when the prompt
 processor asks for it), then :func:`sds_gradient`; ``benchmarks/compare.py`` calls
-:func:`score_distillation` for them, the same formula without Perp-Neg.
+:func:`score_distillation` for them (and :func:`guided_prediction` for SDI's), the same formula without Perp-Neg.
 
 - ``sds`` / ``dreamsampler``: d = eps_w - eps~ with eps_w = CFG (main paper Alg. 1 / Alg. 2 line 7);
   they differ only in where t and eps~ come from (random vs. reverse schedule with carried noise).
@@ -69,12 +69,17 @@ def sdi_gradient(z: Latent, z_t: Latent, eps_hat: Latent, alpha_bar) -> Latent:
     return z - tweedie(z_t, eps_hat, alpha_bar)
 
 
+def guided_prediction(eps_fn: EpsFn, z_t: Latent, t: Tensor, cond: Embedding, uncond: Embedding, scale) -> Latent:
+    """eps^ = CFG (eq. 6) of one batched call: eps(null) + scale (eps(c) - eps(null))."""
+    eps_c, eps_u = batched_predictions(eps_fn, [z_t, z_t], t, [cond, uncond])
+    return cfg(eps_u, eps_c, scale)
+
+
 def score_distillation(
     eps_fn: EpsFn, z_t: Latent, t: Tensor, cond: Embedding, uncond: Embedding, eps_tilde: Latent, scale, weight
 ) -> Tuple[Latent, Latent]:
-    """``sds`` / ``dreamsampler``: eps^ = CFG (eq. 6) of one batched call, gradient w (eps^ - eps~)."""
-    eps_c, eps_u = batched_predictions(eps_fn, [z_t, z_t], t, [cond, uncond])
-    eps_hat = cfg(eps_u, eps_c, scale)
+    """``sds`` / ``dreamsampler``: eps^ = :func:`guided_prediction`, gradient w (eps^ - eps~)."""
+    eps_hat = guided_prediction(eps_fn, z_t, t, cond, uncond, scale)
     return sds_gradient(eps_hat, eps_tilde, weight), eps_hat
 
 
