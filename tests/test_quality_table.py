@@ -340,3 +340,17 @@ def test_run_all_computes_runs_side_by_side_in_the_given_order(tmp_path, monkeyp
     with pytest.raises(RuntimeError, match="boom failed"):
         quality.common.run_all(quality.Settings(out=tmp_path, scenes=1, nfe=1, quick=True, jobs=2),
                                [{"where": "boom"}, {"where": "fine"}])
+
+
+def test_a_cached_run_is_used_only_for_the_steps_it_was_computed_with(tmp_path):
+    """--nerf-steps with an --out that holds runs of other lengths: refused, naming the folder; runs cached before
+    run.json recorded steps are read as they are."""
+    root = tmp_path / "runs" / "t" / "m"
+    (root / "exp" / "trial" / "save").mkdir(parents=True)
+    (root / "exp" / "trial" / "save" / "metrics.json").write_text("{}")
+    s = quality.Settings(out=tmp_path, scenes=1, nfe=1, quick=True)
+    assert quality.common.run(s, "c", "t/m", [], steps=200) == root / "exp" / "trial" / "save"  # no run.json
+    (root / "run.json").write_text(json.dumps({"commit": "abc1234", "seconds": 3, "steps": 600}))
+    assert quality.common.run(s, "c", "t/m", [], steps=600) == root / "exp" / "trial" / "save"
+    with pytest.raises(RuntimeError, match=r"cached in .*t/m has 600 steps, not 200: give another --out"):
+        quality.common.run(s, "c", "t/m", [], steps=200)

@@ -215,10 +215,13 @@ def run(s: Settings, config: str, where: str, overrides: List[str], steps: int |
     ``save/<marker>`` exists)."""
     root = s.out / "runs" / where
     s.runs_used.append(root)
+    steps = steps or s.nfe
     done = next(root.glob(f"*/*/save/{marker}"), None) if root.exists() else None
     if done is not None:
+        cached = json.loads((root / "run.json").read_text()).get("steps") if (root / "run.json").exists() else None
+        if cached not in (None, steps):
+            raise RuntimeError(f"{where}: the run cached in {root} has {cached} steps, not {steps}: give another --out")
         return done.parent
-    steps = steps or s.nfe
     cmd = [sys.executable, "-m", "dreamsampler_launcher.run_threestudio", "--config", str(config_file(config)),
            "--train", "--cpu", f"exp_root_dir={root}", *(f"{k}={MINI_SD}" for k in model_fields),
            f"trainer.max_steps={steps}", f"trainer.val_check_interval={val_every or steps}", *overrides]
@@ -231,7 +234,7 @@ def run(s: Settings, config: str, where: str, overrides: List[str], steps: int |
     s.log(f"  {where}: {time.time() - start:.0f} s")
     with _COUNTING:
         s.runs_computed += 1
-    (root / "run.json").write_text(json.dumps({"commit": git_commit(), "seconds": round(time.time() - start)}))
+    (root / "run.json").write_text(json.dumps({"commit": git_commit(), "seconds": round(time.time() - start), "steps": steps}))
     return next(root.glob(f"*/*/save/{marker}")).parent
 
 
