@@ -1,0 +1,75 @@
+"""benchmarks/prior_targets.py: the one-step targets against diffusers' own pieces (VAE, scheduler's noising and
+x0 prediction, UNet called per prompt), the grids it reads, the schedule's grid."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    if name not in sys.modules:  # quality.py registers benchmarks/quality_tasks, which prior_targets.py imports
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+_load("quality")
+prior_targets = _load("prior_targets")
+
+
+def test_one_step_targets_are_diffusers_x0_prediction_decoded(tiny_sd):
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd, safety_checker=None, requires_safety_checker=False)
+    model = prior_targets.load_model(tiny_sd)
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    t, scale = 333, 3.0
+    got = prior_targets.one_step_targets(model, images, "a red cube", t, scale, torch.Generator().manual_seed(7))
+
+    with torch.no_grad():
+        up = F.interpolate(images, size=512, mode="bilinear", align_corners=False)
+        z0 = pipe.vae.encode(up * 2 - 1).latent_dist.mean * pipe.vae.config.scaling_factor
+        noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(7))
+        sched = DDIMScheduler.from_config(pipe.scheduler.config)
+        sched.set_timesteps(50)
+        z_t = sched.add_noise(z0, noise, torch.tensor([t]))
+        (null,), (cond,) = (pipe.encode_prompt(p, "cpu", 1, False)[:1] for p in ("", "a red cube"))
+        eps_u = pipe.unet(z_t, t, encoder_hidden_states=null.expand(2, -1, -1)).sample
+        eps_c = pipe.unet(z_t, t, encoder_hidden_states=cond.expand(2, -1, -1)).sample
+        x0 = sched.step(eps_u + scale * (eps_c - eps_u), t, z_t).pred_original_sample
+        want = pipe.vae.decode(x0 / pipe.vae.config.scaling_factor).sample / 2 + 0.5
+    want = F.interpolate(want.clamp(0, 1), size=16, mode="area")
+    assert got.shape == (2, 3, 16, 16)
+    assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
+
+
+def test_warmup_views_reads_first_and_last_columns_in_view_order(tmp_path):
+    folder = tmp_path / "runs" / "nerf-x8" / "warm-up-alone" / "0" / "cfg" / "trial@1" / "save"
+    (folder / "it100-views").mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"step": 100}))
+    size = 4
+    for i in range(11):  # data views: render | A(render) | y | ground truth, each size x size, grey level = column
+        cols = [np.full((size, size, 3), 10 * i + c, np.uint8) for c in range(4)]
+        Image.fromarray(np.concatenate(cols, axis=1)).save(folder / "it100-views" / f"{i}.png")
+    for i in range(2):  # held-out views: render | ground truth
+        cols = [np.full((size, size, 3), 200 + 10 * i + c, np.uint8) for c in range(2)]
+        Image.fromarray(np.concatenate(cols, axis=1)).save(folder / "it100-views" / f"heldout-{i}.png")
+    views = prior_targets.warmup_views(tmp_path, "nerf-x8", 0)
+    (renders, clean), (h_renders, h_clean) = views["data"], views["held-out"]
+    assert renders.shape == clean.shape == (11, 3, size, size) and h_renders.shape == (2, 3, size, size)
+    grey = lambda x: [round(float(v) * 255) for v in x[:, 0, 0, 0]]
+    assert grey(renders) == [10 * i for i in range(11)] and grey(clean) == [10 * i + 3 for i in range(11)]
+    assert grey(h_renders) == [200, 210] and grey(h_clean) == [201, 211]
+
+
+def test_schedule_grid_runs_from_the_start_to_the_configs_end():
+    assert prior_targets.schedule_grid(333) == [333, 255, 176, 98, 20]
+    assert prior_targets.schedule_grid(20) == [20]
