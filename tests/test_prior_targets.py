@@ -73,3 +73,17 @@ def test_warmup_views_reads_first_and_last_columns_in_view_order(tmp_path):
 def test_schedule_grid_runs_from_the_start_to_the_configs_end():
     assert prior_targets.schedule_grid(333) == [333, 255, 176, 98, 20]
     assert prior_targets.schedule_grid(20) == [20]
+
+
+def test_repeated_targets_feed_each_estimate_back_in(tiny_sd):
+    """k applications: the first is the one-step estimate's PSNR, each later one starts from the previous output."""
+    from dreamsampler.metrics import psnr
+
+    model = prior_targets.load_model(tiny_sd)
+    images, clean = torch.rand(2, 2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    got = prior_targets.repeated_targets(model, images, clean, "a red cube", 200, 3.0, torch.Generator().manual_seed(3), 2)
+    g = torch.Generator().manual_seed(3)
+    once = prior_targets.one_step_targets(model, images, "a red cube", 200, 3.0, g)
+    twice = prior_targets.one_step_targets(model, once, "a red cube", 200, 3.0, g)
+    assert len(got) == 2
+    assert got == [psnr(once, clean).mean().item(), psnr(twice, clean).mean().item()]
