@@ -50,6 +50,16 @@ def warmup_views(out: Path, task: str, scene: int) -> Dict[str, tuple]:
     return views
 
 
+RUNS = (("warm-up alone", "warm-up-alone"), ("dreamsampler (settings by rule)", "dreamsampler-settings-by-rule"),
+        ("data consistency only", "data-consistency-only"))  # quality.py's run folders of the NeRF tasks
+
+
+def heldout_psnr(out: Path, task: str, folder: str, scene: int) -> float:
+    """The held-out PSNR that a cached run of ``task`` (``runs/<task>/<folder>/<scene>``) ended with."""
+    metrics = next((out / "runs" / task / folder / str(scene)).glob("*/*/save/metrics.json"))
+    return json.loads(metrics.read_text())["heldout"]["psnr"]
+
+
 def load_model(path: str) -> LatentModel:
     from diffusers import StableDiffusionPipeline
 
@@ -74,6 +84,17 @@ def one_step_targets(model: LatentModel, images: torch.Tensor, caption: str, t: 
     return F.interpolate(target, size=size, mode="area")
 
 
+def repeated_targets(model: LatentModel, images: torch.Tensor, clean: torch.Tensor, caption: str, t: int, scale: float,
+                     generator: torch.Generator, times: int) -> List[float]:
+    """PSNR against ``clean`` of :func:`one_step_targets` applied to its own output 1, 2, ... ``times`` times (fresh
+    noise each time): where the loop render -> target -> render settles when the NeRF follows its targets."""
+    scores = []
+    for _ in range(times):
+        images = one_step_targets(model, images, caption, t, scale, generator)
+        scores.append(psnr(images, clean).mean().item())
+    return scores
+
+
 def schedule_grid(start: int, n: int = 5) -> List[int]:
     """``n`` timesteps from the schedule's start down to its end (``MIN_STEP_PERCENT``), evenly spaced."""
     end = round(MIN_STEP_PERCENT * 999)
@@ -81,7 +102,8 @@ def schedule_grid(start: int, n: int = 5) -> List[int]:
 
 
 def task_rows(model: LatentModel, out: Path, task: str, scenes: int, draws: int, seed: int) -> List[Dict]:
-    """One row per view set and timestep on the rule's schedule: the renders' PSNR and their targets'."""
+    """One row per view set and timestep on the rule's schedule: per scene, the renders' PSNR and their targets'
+    (means over the views and draws)."""
     settings = json.loads((out / f"prior-settings-{task}.json").read_text())
     scale = float(settings["overrides"].get("system.guidance.guidance_scale", MINI_SD_CFG))
     scenes_views = [warmup_views(out, task, i) for i in range(scenes)]
@@ -90,29 +112,58 @@ def task_rows(model: LatentModel, out: Path, task: str, scenes: int, draws: int,
     rows = []
     for views in ("data", "held-out"):
         pairs = [v[views] for v in scenes_views]
-        render_psnr = torch.stack([psnr(r, c).mean() for r, c in pairs]).mean().item()
         for t in schedule_grid(int(settings["start_timestep"])):
-            score = {"render": [], "clean": []}
+            row = {"task": task, "views": views, "t": t, "cfg": scale, "captions": captions,
+                   "render": [], "target_from_render": [], "target_from_clean": []}
             for (renders, clean), caption in zip(pairs, captions):
-                for _ in range(draws):
-                    for name, images in (("render", renders), ("clean", clean)):
-                        score[name].append(psnr(one_step_targets(model, images, caption, t, scale, g), clean).mean())
-            rows.append({"task": task, "views": views, "t": t, "cfg": scale, "render_psnr": render_psnr,
-                         "target_from_render": torch.stack(score["render"]).mean().item(),
-                         "target_from_clean": torch.stack(score["clean"]).mean().item()})
+                row["render"].append(psnr(renders, clean).mean().item())
+                for name, images in (("target_from_render", renders), ("target_from_clean", clean)):
+                    row[name].append(torch.stack([psnr(one_step_targets(model, images, caption, t, scale, g), clean).mean()
+                                                  for _ in range(draws)]).mean().item())
+            rows.append(row)
     return rows
 
 
-def page(rows: List[Dict], command: str, seconds: float) -> str:
+def repeated_rows(model: LatentModel, out: Path, task: str, scenes: int, times: int, seed: int) -> Dict:
+    """:func:`repeated_targets` of the held-out renders, per scene, at the middle of the rule's schedule."""
+    settings = json.loads((out / f"prior-settings-{task}.json").read_text())
+    scale = float(settings["overrides"].get("system.guidance.guidance_scale", MINI_SD_CFG))
+    grid = schedule_grid(int(settings["start_timestep"]))
+    t, g = grid[len(grid) // 2], torch.Generator().manual_seed(seed)
+    per_scene = []
+    for i in range(scenes):
+        renders, clean = warmup_views(out, task, i)["held-out"]
+        caption = json.loads((out / "scenes" / f"{task}-{i}" / "scene.json").read_text())["caption"]
+        per_scene.append(repeated_targets(model, renders, clean, caption, t, scale, g, times))
+    return {"task": task, "t": t, "per_scene": per_scene}
+
+
+def page(rows: List[Dict], repeated: List[Dict], runs: Dict[str, Dict[str, List[float]]], command: str,
+         seconds: float) -> str:
+    per_scene = lambda v: " / ".join(f"{x:.2f}" for x in v) + f" ({sum(v) / len(v):.2f})"
     lines = ["# prior-targets", "",
              "Written by `benchmarks/prior_targets.py`; do not edit by hand: rerun the command below.", "",
-             "PSNR (dB) against the clean views, mean over the scenes' 16 data views or 8 held-out views: the warm-up's render, and the prior's "
-             "one-step estimate D(z0^) at timestep t (one CFG step at the rule's scale) from the render and from the "
-             "clean view. The t column runs the rule's reverse schedule from its start to its end.", "",
-             "| task | views | CFG | t | warm-up render | D(z0^) from the render | D(z0^) from the clean view |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['task']} | {r['views']} | {r['cfg']:g} | {r['t']} | {r['render_psnr']:.2f} | {r['target_from_render']:.2f} | "
-              f"{r['target_from_clean']:.2f} |" for r in rows]
+             "PSNR (dB) against the clean views, per scene (their mean in brackets), over each scene's 16 data views or "
+             "8 held-out views: the warm-up's render, and the prior's one-step estimate D(z0^) at timestep t (one CFG "
+             "step at the rule's scale, fresh noise) from the render and from the clean view. The t column runs the "
+             "rule's reverse schedule from its start to its end. Scenes:", ""]
+    for task in dict.fromkeys(r["task"] for r in rows):
+        lines.append(f"- {task}: " + ", ".join(next(r["captions"] for r in rows if r["task"] == task)))
+    lines += ["", "| task | views | CFG | t | warm-up render | D(z0^) from the render | D(z0^) from the clean view |",
+              "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['task']} | {r['views']} | {r['cfg']:g} | {r['t']} | {per_scene(r['render'])} | "
+              f"{per_scene(r['target_from_render'])} | {per_scene(r['target_from_clean'])} |" for r in rows]
+    times = len(repeated[0]["per_scene"][0]) if repeated else 0
+    lines += ["", "The same one-step estimate applied again to its own output, k times (fresh noise each time), from the "
+              "held-out renders at the schedule's middle t: where the loop render -> target -> render goes when the "
+              "NeRF follows its targets.", "",
+              "| task | t | " + " | ".join(f"k = {k + 1}" for k in range(times)) + " |", "|---|---|" + "---|" * times]
+    lines += [f"| {r['task']} | {r['t']} | " + " | ".join(per_scene([s[k] for s in r["per_scene"]]) for k in range(times))
+              + " |" for r in repeated]
+    lines += ["", "What the runs of `benchmarks/quality.py` ended with on the same scenes (held-out PSNR, per scene and mean):", "",
+              "| task | " + " | ".join(label for label, _ in RUNS) + " |", "|---|" + "---|" * len(RUNS)]
+    lines += [f"| {task} | " + " | ".join(per_scene(by_label[label]) for label, _ in RUNS) + " |"
+              for task, by_label in runs.items()]
     lines += ["", f"Command: `{command}`; {seconds:.0f} s on the CPU; model: the mini world model "
               f"(`dreamsampler/world/mini-sd`).", ""]
     return "\n".join(lines)
@@ -124,17 +175,22 @@ def main(argv=None) -> None:
     ap.add_argument("--tasks", default="nerf-x8,nerf-inconsistent,nerf-x4,nerf-blur")
     ap.add_argument("--scenes", type=int, default=3)
     ap.add_argument("--draws", type=int, default=4, help="noise draws per view and timestep")
+    ap.add_argument("--times", type=int, default=4, help="repeated applications of the one-step estimate")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--page", type=Path, default=REPO / "docs" / "results" / "prior-targets.md")
     args = ap.parse_args(argv)
     start = time.time()
     torch.manual_seed(args.seed)
     model = load_model(MINI_SD)
-    rows = [r for task in args.tasks.split(",") for r in task_rows(model, args.out, task, args.scenes, args.draws, args.seed)]
-    for r in rows:
+    tasks = args.tasks.split(",")
+    rows = [r for task in tasks for r in task_rows(model, args.out, task, args.scenes, args.draws, args.seed)]
+    repeated = [repeated_rows(model, args.out, task, args.scenes, args.times, args.seed) for task in tasks]
+    runs = {task: {label: [heldout_psnr(args.out, task, folder, i) for i in range(args.scenes)] for label, folder in RUNS}
+            for task in tasks}
+    for r in rows + repeated:
         print(json.dumps(r))
     command = f"python benchmarks/prior_targets.py --out {args.out} --tasks {args.tasks}"
-    args.page.write_text(page(rows, command, time.time() - start))
+    args.page.write_text(page(rows, repeated, runs, command, time.time() - start))
 
 
 if __name__ == "__main__":
