@@ -20,7 +20,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -51,13 +51,16 @@ def warmup_views(out: Path, task: str, scene: int) -> Dict[str, tuple]:
 
 
 RUNS = (("warm-up alone", "warm-up-alone"), ("dreamsampler (settings by rule)", "dreamsampler-settings-by-rule"),
+        ("dreamsampler (settings by rule, residual start)",
+         "dreamsampler-settings-by-rule-start-raised-by-the-warm-ups-residual"),
         ("data consistency only", "data-consistency-only"))  # quality.py's run folders of the NeRF tasks
 
 
-def heldout_psnr(out: Path, task: str, folder: str, scene: int) -> float:
-    """The held-out PSNR that a cached run of ``task`` (``runs/<task>/<folder>/<scene>``) ended with."""
-    metrics = next((out / "runs" / task / folder / str(scene)).glob("*/*/save/metrics.json"))
-    return json.loads(metrics.read_text())["heldout"]["psnr"]
+def heldout_psnr(out: Path, task: str, folder: str, scenes: int) -> Optional[List[float]]:
+    """The held-out PSNR that the cached runs of ``task`` (``runs/<task>/<folder>/<scene>``) ended with, per scene
+    (None when the task does not run that method)."""
+    found = [next((out / "runs" / task / folder / str(i)).glob("*/*/save/metrics.json"), None) for i in range(scenes)]
+    return None if None in found else [json.loads(m.read_text())["heldout"]["psnr"] for m in found]
 
 
 def load_model(path: str) -> LatentModel:
@@ -162,7 +165,8 @@ def page(rows: List[Dict], repeated: List[Dict], runs: Dict[str, Dict[str, List[
               + " |" for r in repeated]
     lines += ["", "What the runs of `benchmarks/quality.py` ended with on the same scenes (held-out PSNR, per scene and mean):", "",
               "| task | " + " | ".join(label for label, _ in RUNS) + " |", "|---|" + "---|" * len(RUNS)]
-    lines += [f"| {task} | " + " | ".join(per_scene(by_label[label]) for label, _ in RUNS) + " |"
+    lines += [f"| {task} | " + " | ".join(per_scene(by_label[label]) if by_label[label] else "not run"
+                                          for label, _ in RUNS) + " |"
               for task, by_label in runs.items()]
     lines += ["", f"Command: `{command}`; {seconds:.0f} s on the CPU; model: the mini world model "
               f"(`dreamsampler/world/mini-sd`).", ""]
@@ -183,12 +187,13 @@ def main(argv=None) -> None:
     torch.manual_seed(args.seed)
     model = load_model(MINI_SD)
     tasks = args.tasks.split(",")
-    rows = [r for task in tasks for r in task_rows(model, args.out, task, args.scenes, args.draws, args.seed)]
-    repeated = [repeated_rows(model, args.out, task, args.scenes, args.times, args.seed) for task in tasks]
-    runs = {task: {label: [heldout_psnr(args.out, task, folder, i) for i in range(args.scenes)] for label, folder in RUNS}
-            for task in tasks}
-    for r in rows + repeated:
-        print(json.dumps(r))
+    runs = {task: {label: heldout_psnr(args.out, task, folder, args.scenes) for label, folder in RUNS} for task in tasks}
+    rows, repeated = [], []
+    for task in tasks:
+        rows += task_rows(model, args.out, task, args.scenes, args.draws, args.seed)
+        repeated.append(repeated_rows(model, args.out, task, args.scenes, args.times, args.seed))
+        for r in [*(r for r in rows if r["task"] == task), repeated[-1]]:
+            print(json.dumps(r), flush=True)
     command = f"python benchmarks/prior_targets.py --out {args.out} --tasks {args.tasks}"
     args.page.write_text(page(rows, repeated, runs, command, time.time() - start))
 
