@@ -30,8 +30,8 @@ from dreamsampler.diffusion.process import cfg, forward_noise, tweedie
 from dreamsampler.metrics import psnr
 from dreamsampler.world import MINI_SD
 
-from quality_tasks.common import REPO, read_png
-from quality_tasks.nerf import MINI_SD_CFG
+from quality_tasks.common import NERF_MODEL_FIELDS, REPO, Settings, cached_image, read_png, run
+from quality_tasks.nerf import MINI_SD_CFG, scene_overrides
 
 MIN_STEP_PERCENT = 0.02  # configs/dreamsampler-degraded-nerf.yaml's guidance.min_step_percent
 
@@ -50,10 +50,48 @@ def warmup_views(out: Path, task: str, scene: int) -> Dict[str, tuple]:
     return views
 
 
+REFIT = ("refit to one-step targets (16 data views)", "refit-to-one-step-targets")
+
+
+def write_target_views(model: LatentModel, out: Path, task: str, scene: int, t: int, scale: float,
+                       generator: torch.Generator) -> Path:
+    """``<out>/refit/<task>-<scene>/``: the data views' cameras (the degraded folder's ``transforms.json``) with
+    the prior's one-step estimates of the warm-up's renders of those views at ``t`` (one draw each) as images:
+    the frozen targets a NeRF is refitted to (kept: a later call reads them)."""
+    info = json.loads((out / "scenes" / f"{task}-{scene}" / "scene.json").read_text())
+    folder = out / "refit" / f"{task}-{scene}"
+    transforms = json.loads((Path(info["degraded"]) / "transforms.json").read_text())
+    if not (folder / "transforms.json").exists():
+        renders, clean = warmup_views(out, task, scene)["data"]
+        targets = one_step_targets(model, renders, info["caption"], t, scale, generator)
+        for i, frame in enumerate(transforms["frames"]):
+            name = Path(frame["file_path"]).name
+            if (read_png(Path(info["clean"]) / name)[0] - clean[i]).abs().max() > 1.5 / 255:
+                raise RuntimeError(f"{task} scene {scene}: data view {i}'s saved ground truth is not {name}")
+            cached_image(folder / name, lambda: targets[i: i + 1])
+        (folder / "transforms.json").write_text(json.dumps(transforms))
+    return folder
+
+
+def refit(model: LatentModel, out: Path, task: str, scenes: int, seed: int) -> None:
+    """A NeRF fitted from scratch to :func:`write_target_views` (identity A, data consistency only, as long as
+    the quality runs: ``runs/<task>/refit-to-one-step-targets/<scene>``, cached)."""
+    settings = json.loads((out / f"prior-settings-{task}.json").read_text())
+    scale = float(settings["overrides"].get("system.guidance.guidance_scale", MINI_SD_CFG))
+    s, g = Settings(out=out, scenes=scenes, nfe=0, quick=False), torch.Generator().manual_seed(seed)
+    steps = s.nerf_warmup + s.nerf_steps
+    for i in range(scenes):
+        folder = write_target_views(model, out, task, i, int(settings["start_timestep"]), scale, g)
+        info = json.loads((out / "scenes" / f"{task}-{i}" / "scene.json").read_text())
+        run(s, "dreamsampler-degraded-nerf", f"{task}/{REFIT[1]}/{i}",
+            scene_overrides(s, info, str(folder), {"type": "identity"}) + [f"system.warmup_steps={steps}"], steps=steps,
+            model_fields=NERF_MODEL_FIELDS, val_every=s.nerf_val_every)
+
+
 RUNS = (("warm-up alone", "warm-up-alone"), ("dreamsampler (settings by rule)", "dreamsampler-settings-by-rule"),
         ("dreamsampler (settings by rule, residual start)",
          "dreamsampler-settings-by-rule-start-raised-by-the-warm-ups-residual"),
-        ("data consistency only", "data-consistency-only"))  # quality.py's run folders of the NeRF tasks
+        ("data consistency only", "data-consistency-only"), REFIT)  # run folders of the NeRF tasks (quality.py's; REFIT)
 
 
 def heldout_psnr(out: Path, task: str, folder: str, scenes: int) -> Optional[List[float]]:
@@ -163,7 +201,10 @@ def page(rows: List[Dict], repeated: List[Dict], runs: Dict[str, Dict[str, List[
               "| task | t | " + " | ".join(f"k = {k + 1}" for k in range(times)) + " |", "|---|---|" + "---|" * times]
     lines += [f"| {r['task']} | {r['t']} | " + " | ".join(per_scene([s[k] for s in r["per_scene"]]) for k in range(times))
               + " |" for r in repeated]
-    lines += ["", "What the runs of `benchmarks/quality.py` ended with on the same scenes (held-out PSNR, per scene and mean):", "",
+    lines += ["", "What the runs of `benchmarks/quality.py` ended with on the same scenes (held-out PSNR, per scene and "
+              "mean), and a NeRF fitted from scratch for as many steps to the one-step estimates of the warm-up's 16 "
+              "data-view renders at the schedule's start (one draw each, identity A, data consistency only; written "
+              "under `<out>/refit/`, runs under `<out>/runs/<task>/refit-to-one-step-targets/`):", "",
               "| task | " + " | ".join(label for label, _ in RUNS) + " |", "|---|" + "---|" * len(RUNS)]
     lines += [f"| {task} | " + " | ".join(per_scene(by_label[label]) if by_label[label] else "not run"
                                           for label, _ in RUNS) + " |"
@@ -180,13 +221,18 @@ def main(argv=None) -> None:
     ap.add_argument("--scenes", type=int, default=3)
     ap.add_argument("--draws", type=int, default=4, help="noise draws per view and timestep")
     ap.add_argument("--times", type=int, default=4, help="repeated applications of the one-step estimate")
+    ap.add_argument("--no-refit", dest="refit", action="store_false", help="skip the NeRFs refitted to the targets")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--page", type=Path, default=REPO / "docs" / "results" / "prior-targets.md")
     args = ap.parse_args(argv)
+    out_arg, args.out = args.out, args.out.resolve()  # threestudio runs in its own folder
     start = time.time()
     torch.manual_seed(args.seed)
     model = load_model(MINI_SD)
     tasks = args.tasks.split(",")
+    if args.refit:
+        for task in tasks:
+            refit(model, args.out, task, args.scenes, args.seed)
     runs = {task: {label: heldout_psnr(args.out, task, folder, args.scenes) for label, folder in RUNS} for task in tasks}
     rows, repeated = [], []
     for task in tasks:
@@ -194,7 +240,7 @@ def main(argv=None) -> None:
         repeated.append(repeated_rows(model, args.out, task, args.scenes, args.times, args.seed))
         for r in [*(r for r in rows if r["task"] == task), repeated[-1]]:
             print(json.dumps(r), flush=True)
-    command = f"python benchmarks/prior_targets.py --out {args.out} --tasks {args.tasks}"
+    command = f"python benchmarks/prior_targets.py --out {out_arg} --tasks {args.tasks}"
     args.page.write_text(page(rows, repeated, runs, command, time.time() - start))
 
 

@@ -52,6 +52,15 @@ def rule_settings(s: Settings, task: str) -> List[str]:
     return [f"{k}={v}" for k, v in json.loads(path.read_text())["overrides"].items()]
 
 
+def scene_overrides(s: Settings, info: dict, dataroot: str, spec: dict) -> List[str]:
+    """The data and NeRF-size overrides of a run on a scene (``make_object_scene``'s ``info``) whose views in
+    ``dataroot`` were measured by ``spec``."""
+    return [f"data.dataroot={dataroot}", f"data.gt_root={info['clean']}", f"data.heldout_root={info['heldout']}",
+            f"data.caption={info['caption']!r}", "data.operator=" + json.dumps(spec).replace('"', ""),
+            f"system.renderer.num_samples_per_ray={s.nerf_samples}", "system.geometry.pos_encoding_config.n_levels=8",
+            "system.geometry.pos_encoding_config.log2_hashmap_size=15", "data.n_val_views=16", "data.n_test_orbit_views=8"]
+
+
 def nerf_schedule(s: Settings, m: Method) -> Tuple[int, int]:
     """(warm-up steps, total steps) of a method's run: ``warmup`` the warm-up alone, ``eq18`` the warm-up then
     ``s.nerf_steps`` steps of eq. 18, ``data`` the warm-up's data term for as many steps (it never ends)."""
@@ -81,10 +90,7 @@ def nerf(task: str, ids=NERF_IDS) -> Task:
         for i in range(s.nerf_scenes):
             info = make_object_scene(str(s.out / "scenes" / f"{task}-{i}"), NERF_SEED + i, s.nerf_size, spec,
                                      inconsistency=inconsistency)
-            base = [f"data.dataroot={info['degraded']}", f"data.gt_root={info['clean']}", f"data.heldout_root={info['heldout']}",
-                    f"data.caption={info['caption']!r}", "data.operator=" + json.dumps(spec).replace('"', ""),
-                    f"system.renderer.num_samples_per_ray={s.nerf_samples}", "system.geometry.pos_encoding_config.n_levels=8",
-                    "system.geometry.pos_encoding_config.log2_hashmap_size=15", "data.n_val_views=16", "data.n_test_orbit_views=8"]
+            base = scene_overrides(s, info, info["degraded"], spec)
             renders = []
             for m in picked:
                 w, steps = nerf_schedule(s, m)
