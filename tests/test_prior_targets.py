@@ -2,10 +2,12 @@
 x0 prediction, UNet called per prompt), the grids it reads, the schedule's grid."""
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -87,3 +89,38 @@ def test_repeated_targets_feed_each_estimate_back_in(tiny_sd):
     twice = prior_targets.one_step_targets(model, once, "a red cube", 200, 3.0, g)
     assert len(got) == 2
     assert got == [psnr(once, clean).mean().item(), psnr(twice, clean).mean().item()]
+
+
+def test_target_views_keep_the_data_views_cameras_and_refuse_a_misordered_ground_truth(tmp_path, tiny_sd):
+    """The refit's folder: the degraded folder's transforms.json, each frame's image the one-step estimate of that
+    data view's render; a grid whose ground truth is not the frame's clean view is refused."""
+    size, n = 4, 3
+    save = tmp_path / "runs" / "nerf-x8" / "warm-up-alone" / "0" / "cfg" / "trial@1" / "save"
+    (save / "it100-views").mkdir(parents=True)
+    (save / "metrics.json").write_text(json.dumps({"step": 100}))
+    scene = tmp_path / "scenes" / "nerf-x8-0"
+    for d in ("clean", "degraded"):
+        (scene / d).mkdir(parents=True)
+    frames = [{"file_path": f"./r_{i}.png", "transform_matrix": [[float(i == j) for j in range(4)] for i in range(4)]}
+              for i in range(n)]
+    (scene / "degraded" / "transforms.json").write_text(json.dumps({"camera_angle_x": 0.9, "frames": frames}))
+    (scene / "scene.json").write_text(json.dumps({"caption": "a red cube", "clean": str(scene / "clean"),
+                                                  "degraded": str(scene / "degraded")}))
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        cols = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(4)]
+        Image.fromarray(np.concatenate(cols, axis=1)).save(save / "it100-views" / f"{i}.png")
+        Image.fromarray(cols[3]).save(scene / "clean" / f"r_{i}.png")
+    Image.fromarray(np.concatenate([cols[0], cols[3]], axis=1)).save(save / "it100-views" / "heldout-0.png")
+    model = prior_targets.load_model(tiny_sd)
+    folder = prior_targets.write_target_views(model, tmp_path, "nerf-x8", 0, 200, 3.0, torch.Generator().manual_seed(4))
+    assert json.loads((folder / "transforms.json").read_text())["frames"] == frames
+    renders, _ = prior_targets.warmup_views(tmp_path, "nerf-x8", 0)["data"]
+    want = prior_targets.one_step_targets(model, renders, "a red cube", 200, 3.0, torch.Generator().manual_seed(4))
+    for i in range(n):
+        got = np.asarray(Image.open(folder / f"r_{i}.png").convert("RGB"), dtype=np.float32) / 255
+        assert np.abs(got - want[i].permute(1, 2, 0).numpy()).max() <= 0.5 / 255 + 1e-6
+    Image.fromarray(cols[0]).save(scene / "clean" / "r_2.png")  # view 2's ground truth is no longer its clean view
+    shutil.rmtree(folder)
+    with pytest.raises(RuntimeError, match="data view 2's saved ground truth is not r_2.png"):
+        prior_targets.write_target_views(model, tmp_path, "nerf-x8", 0, 200, 3.0, torch.Generator())
