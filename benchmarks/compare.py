@@ -49,7 +49,6 @@ from dreamsampler.distill import lmc
 from dreamsampler.distill.modes import (
     bridge_distillation,
     dds_distillation,
-    guided_prediction,
     lmc_distillation,
     score_distillation,
     sdi_gradient,
@@ -70,7 +69,7 @@ def sdi_latent(eps_fn, z: Tensor, t: int, alphas: Tensor, cond, uncond, scale: f
     at the clean level (a negative timestep on the grid), is taken at t = 0 (the mixture's exact eps needs a level)."""
 
     def guided(z_, s):
-        return guided_prediction(eps_fn, z_, torch.full((z_.shape[0],), max(s, 0), device=z_.device), cond, uncond, scale)
+        return distill.guided_prediction(eps_fn, z_, torch.full((z_.shape[0],), max(s, 0), device=z_.device), cond, uncond, scale)
 
     randn = lambda like: torch.randn(like.shape, generator=generator, dtype=like.dtype).to(like.device)
     return ddim_invert_noise(guided, z, inversion_timesteps(t, n_steps), alphas, 1.0, eta, randn)[0]
@@ -173,7 +172,7 @@ def guidance_steps(device: torch.device, seed: int):
         t, a, _ = draw()
         with torch.no_grad():
             z_t = sdi_latent(eps, z.detach(), int(t), alphas, tgt, null, SDI_INVERSION_SCALE, SDI_STEPS, SDI_ETA, g)
-            grad = sdi_gradient(z.detach(), z_t, guided_prediction(eps, z_t, t, tgt, null, SDI_SCALE), a)
+            grad = sdi_gradient(z.detach(), z_t, distill.guided_prediction(eps, z_t, t, tgt, null, SDI_SCALE), a)
         apply(grad)
 
     def bridge():
@@ -328,7 +327,7 @@ def mixture_runs(n: int, seed: int):
 
     def sdi(i, z, t, a, z_t, e):  # z_t from inverting z with the exact eps(c) (scale 1) and SDI's eta
         z_t = sdi_latent(eps_fn, z, int(t[0]), alphas, tgt, null, SCALE, SDI_STEPS, SDI_ETA, g_sdi)
-        return sdi_gradient(z, z_t, guided_prediction(eps_fn, z_t, t, tgt, null, SCALE), a)
+        return sdi_gradient(z, z_t, distill.guided_prediction(eps_fn, z_t, t, tgt, null, SCALE), a)
 
     def bridge_generate(i, z, t, a, z_t, e):
         if i < BRIDGE_STAGE1:
