@@ -106,6 +106,8 @@ def main(argv=None) -> dict:
                     "each run's process at OMP_NUM_THREADS threads, 1 unless set): at most the cores")
     ap.add_argument("--nerf-steps", type=int, default=None, help="eq. 18 steps after the degraded-view NeRF tasks' "
                     "100-step warm-up (default 100); runs are cached without it, so give another --out")
+    ap.add_argument("--nerf-scenes", type=int, default=None, help="world objects of the degraded-view NeRF tasks "
+                    "(default 3; the first ones are the same objects, so a larger number reuses their runs)")
     ap.add_argument("--results", default=None, help="folder of the results pages (default docs/results; with --quick "
                     "none unless given; '' for none)")
     args = ap.parse_args(argv)
@@ -119,7 +121,8 @@ def main(argv=None) -> dict:
         raise SystemExit(f"--tasks: unknown task(s) {unknown}; known: {list(TASKS)}")
     s = Settings(out=Path(args.out).resolve(), scenes=args.scenes or (1 if args.quick else 5),
                  nfe=args.nfe or 200, quick=args.quick, jobs=args.jobs, **({"t2n_seeds": args.seeds} if args.seeds else {}),
-                 **({"nerf_steps": args.nerf_steps} if args.nerf_steps else {}))
+                 **({"nerf_steps": args.nerf_steps} if args.nerf_steps else {}),
+                 **({"nerf_scenes": args.nerf_scenes} if args.nerf_scenes else {}))
     s.out.mkdir(parents=True, exist_ok=True)
     saved = s.out / "quality.json"  # tasks measured earlier in this folder stay in the table
     table, start = (json.loads(saved.read_text())["table"] if saved.exists() else {}), time.time()
@@ -139,6 +142,7 @@ def main(argv=None) -> dict:
                 "settings": {"scenes": s.scenes, "nfe": s.nfe,
                              "text-to-NeRF seeds (tasks that do not fix theirs)": s.t2n_seeds,
                              "degraded-view NeRF steps after the warm-up": s.nerf_steps,
+                             "degraded-view NeRF scenes": s.nerf_scenes,
                              "model": "dreamsampler/world/mini-sd"}}, s.out, about=about(TASKS[name], s))
             print(f"[quality] results page {page}", flush=True)
     if saved.exists():  # another invocation on the same --out may have finished tasks meanwhile: keep them
