@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -225,7 +228,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--page", type=Path, default=REPO / "docs" / "results" / "prior-targets.md")
     args = ap.parse_args(argv)
-    out_arg, args.out = args.out, args.out.resolve()  # threestudio runs in its own folder
+    args.out = args.out.resolve()  # threestudio runs in its own folder
     start = time.time()
     torch.manual_seed(args.seed)
     model = load_model(MINI_SD)
@@ -240,7 +243,8 @@ def main(argv=None) -> None:
         repeated.append(repeated_rows(model, args.out, task, args.scenes, args.times, args.seed))
         for r in [*(r for r in rows if r["task"] == task), repeated[-1]]:
             print(json.dumps(r), flush=True)
-    command = f"python benchmarks/prior_targets.py --out {out_arg} --tasks {args.tasks}"
+    given = sys.argv[1:] if argv is None else list(argv)
+    command = shlex.join(["python", "benchmarks/prior_targets.py", *(a.replace(f"{REPO}{os.sep}", "") for a in given)])
     args.page.write_text(page(rows, repeated, runs, command, time.time() - start))
 
 
