@@ -30,6 +30,8 @@ import torch.nn.functional as F
 
 from dreamsampler.diffusion.latent_model import LatentModel
 from dreamsampler.diffusion.process import cfg, forward_noise, tweedie
+from dreamsampler.inverse.operators import build_operator
+from dreamsampler.inverse.prior_settings import consistent_with
 from dreamsampler.metrics import psnr
 from dreamsampler.world import MINI_SD
 
@@ -54,47 +56,58 @@ def warmup_views(out: Path, task: str, scene: int) -> Dict[str, tuple]:
 
 
 REFIT = ("refit to one-step targets (16 data views)", "refit-to-one-step-targets")
+REFIT_PROJECTED = ("refit to the targets made consistent with y", "refit-to-targets-consistent-with-y")
 
 
 def write_target_views(model: LatentModel, out: Path, task: str, scene: int, t: int, scale: float,
-                       generator: torch.Generator) -> Path:
-    """``<out>/refit/<task>-<scene>/``: the data views' cameras (the degraded folder's ``transforms.json``) with
-    the prior's one-step estimates of the warm-up's renders of those views at ``t`` (one draw each) as images:
-    the frozen targets a NeRF is refitted to (kept: a later call reads them)."""
+                       generator: torch.Generator) -> Dict[bool, Path]:
+    """The frozen targets a NeRF is refitted to, as folders with the data views' cameras (the degraded folder's
+    ``transforms.json``), kept for later calls: ``<out>/refit/<task>-<scene>/`` (``False``), the prior's one-step
+    estimates of the warm-up's renders of the views at ``t`` (one draw each, drawn on every call so that the draws
+    do not depend on what is kept), and ``<out>/refit-consistent/<task>-<scene>/`` (``True``), each estimate
+    replaced by the image nearest it whose measurement is the view's y (``consistent_with``, supp. eq. 13)."""
     info = json.loads((out / "scenes" / f"{task}-{scene}" / "scene.json").read_text())
-    folder = out / "refit" / f"{task}-{scene}"
     transforms = json.loads((Path(info["degraded"]) / "transforms.json").read_text())
-    if not (folder / "transforms.json").exists():
-        renders, clean = warmup_views(out, task, scene)["data"]
-        targets = one_step_targets(model, renders, info["caption"], t, scale, generator)
-        for i, frame in enumerate(transforms["frames"]):
-            name = Path(frame["file_path"]).name
-            if (read_png(Path(info["clean"]) / name)[0] - clean[i]).abs().max() > 1.5 / 255:
-                raise RuntimeError(f"{task} scene {scene}: data view {i}'s saved ground truth is not {name}")
-            cached_image(folder / name, lambda: targets[i: i + 1])
+    names = [Path(frame["file_path"]).name for frame in transforms["frames"]]
+    renders, clean = warmup_views(out, task, scene)["data"]
+    for i, name in enumerate(names):
+        if (read_png(Path(info["clean"]) / name)[0] - clean[i]).abs().max() > 1.5 / 255:
+            raise RuntimeError(f"{task} scene {scene}: data view {i}'s saved ground truth is not {name}")
+    targets = one_step_targets(model, renders, info["caption"], t, scale, generator)
+    folders = {False: out / "refit" / f"{task}-{scene}", True: out / "refit-consistent" / f"{task}-{scene}"}
+    for project, folder in folders.items():
+        if (folder / "transforms.json").exists():
+            continue
+        images = targets
+        if project:
+            y = torch.cat([read_png(Path(info["degraded"]) / name) for name in names])
+            images = consistent_with(y, build_operator(info["operator"]), targets)
+        for i, name in enumerate(names):
+            cached_image(folder / name, lambda: images[i: i + 1])
         (folder / "transforms.json").write_text(json.dumps(transforms))
-    return folder
+    return folders
 
 
 def refit(model: LatentModel, out: Path, task: str, scenes: int, seed: int) -> None:
-    """A NeRF fitted from scratch to :func:`write_target_views` (identity A, data consistency only, as long as
-    the quality runs: ``runs/<task>/refit-to-one-step-targets/<scene>``, cached)."""
+    """NeRFs fitted from scratch to :func:`write_target_views`' folders (identity A, data consistency only, as long
+    as the quality runs: ``runs/<task>/<REFIT or REFIT_PROJECTED folder>/<scene>``, cached)."""
     settings = json.loads((out / f"prior-settings-{task}.json").read_text())
     scale = float(settings["overrides"].get("system.guidance.guidance_scale", MINI_SD_CFG))
     s, g = Settings(out=out, scenes=scenes, nfe=0, quick=False), torch.Generator().manual_seed(seed)
     steps = s.nerf_warmup + s.nerf_steps
     for i in range(scenes):
-        folder = write_target_views(model, out, task, i, int(settings["start_timestep"]), scale, g)
+        folders = write_target_views(model, out, task, i, int(settings["start_timestep"]), scale, g)
         info = json.loads((out / "scenes" / f"{task}-{i}" / "scene.json").read_text())
-        run(s, "dreamsampler-degraded-nerf", f"{task}/{REFIT[1]}/{i}",
-            scene_overrides(s, info, str(folder), {"type": "identity"}) + [f"system.warmup_steps={steps}"], steps=steps,
-            model_fields=NERF_MODEL_FIELDS, val_every=s.nerf_val_every)
+        for (_, where), project in ((REFIT, False), (REFIT_PROJECTED, True)):
+            run(s, "dreamsampler-degraded-nerf", f"{task}/{where}/{i}",
+                scene_overrides(s, info, str(folders[project]), {"type": "identity"}) + [f"system.warmup_steps={steps}"],
+                steps=steps, model_fields=NERF_MODEL_FIELDS, val_every=s.nerf_val_every)
 
 
 RUNS = (("warm-up alone", "warm-up-alone"), ("dreamsampler (settings by rule)", "dreamsampler-settings-by-rule"),
         ("dreamsampler (settings by rule, residual start)",
          "dreamsampler-settings-by-rule-start-raised-by-the-warm-ups-residual"),
-        ("data consistency only", "data-consistency-only"), REFIT)  # run folders of the NeRF tasks (quality.py's; REFIT)
+        ("data consistency only", "data-consistency-only"), REFIT, REFIT_PROJECTED)  # run folders of the NeRF tasks (quality.py's; REFIT)
 
 
 def heldout_psnr(out: Path, task: str, folder: str, scenes: int) -> Optional[List[float]]:
@@ -207,7 +220,9 @@ def page(rows: List[Dict], repeated: List[Dict], runs: Dict[str, Dict[str, List[
     lines += ["", "What the runs of `benchmarks/quality.py` ended with on the same scenes (held-out PSNR, per scene and "
               "mean), and a NeRF fitted from scratch for as many steps to the one-step estimates of the warm-up's 16 "
               "data-view renders at the schedule's start (one draw each, identity A, data consistency only; written "
-              "under `<out>/refit/`, runs under `<out>/runs/<task>/refit-to-one-step-targets/`):", "",
+              "under `<out>/refit/`, runs under `<out>/runs/<task>/refit-to-one-step-targets/`), and to those "
+              "estimates each made consistent with its view's y (the image nearest it whose measurement is y, supp. "
+              "eq. 13; `<out>/refit-consistent/`):", "",
               "| task | " + " | ".join(label for label, _ in RUNS) + " |", "|---|" + "---|" * len(RUNS)]
     lines += [f"| {task} | " + " | ".join(per_scene(by_label[label]) if by_label[label] else "not run"
                                           for label, _ in RUNS) + " |"

@@ -2,7 +2,6 @@
 x0 prediction, UNet called per prompt), the grids it reads, the schedule's grid."""
 import importlib.util
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -92,9 +91,12 @@ def test_repeated_targets_feed_each_estimate_back_in(tiny_sd):
 
 
 def test_target_views_keep_the_data_views_cameras_and_refuse_a_misordered_ground_truth(tmp_path, tiny_sd):
-    """The refit's folder: the degraded folder's transforms.json, each frame's image the one-step estimate of that
-    data view's render; a grid whose ground truth is not the frame's clean view is refused."""
-    size, n = 4, 3
+    """The refit's folders: the degraded folder's transforms.json, each frame's image the one-step estimate of that
+    data view's render, and in the consistent folder that estimate moved to agree with the view's y; a grid whose
+    ground truth is not the frame's clean view is refused."""
+    from dreamsampler.inverse.operators import build_operator
+
+    size, n, operator = 4, 3, {"type": "downsample", "factor": 2}
     save = tmp_path / "runs" / "nerf-x8" / "warm-up-alone" / "0" / "cfg" / "trial@1" / "save"
     (save / "it100-views").mkdir(parents=True)
     (save / "metrics.json").write_text(json.dumps({"step": 100}))
@@ -105,22 +107,30 @@ def test_target_views_keep_the_data_views_cameras_and_refuse_a_misordered_ground
               for i in range(n)]
     (scene / "degraded" / "transforms.json").write_text(json.dumps({"camera_angle_x": 0.9, "frames": frames}))
     (scene / "scene.json").write_text(json.dumps({"caption": "a red cube", "clean": str(scene / "clean"),
-                                                  "degraded": str(scene / "degraded")}))
+                                                  "degraded": str(scene / "degraded"), "operator": operator}))
     rng = np.random.default_rng(0)
     for i in range(n):
         cols = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(4)]
         Image.fromarray(np.concatenate(cols, axis=1)).save(save / "it100-views" / f"{i}.png")
         Image.fromarray(cols[3]).save(scene / "clean" / f"r_{i}.png")
+        Image.fromarray(rng.integers(0, 256, (size // 2, size // 2, 3), dtype=np.uint8)).save(scene / "degraded" / f"r_{i}.png")
     Image.fromarray(np.concatenate([cols[0], cols[3]], axis=1)).save(save / "it100-views" / "heldout-0.png")
     model = prior_targets.load_model(tiny_sd)
-    folder = prior_targets.write_target_views(model, tmp_path, "nerf-x8", 0, 200, 3.0, torch.Generator().manual_seed(4))
-    assert json.loads((folder / "transforms.json").read_text())["frames"] == frames
+    folders = prior_targets.write_target_views(model, tmp_path, "nerf-x8", 0, 200, 3.0, torch.Generator().manual_seed(4))
     renders, _ = prior_targets.warmup_views(tmp_path, "nerf-x8", 0)["data"]
     want = prior_targets.one_step_targets(model, renders, "a red cube", 200, 3.0, torch.Generator().manual_seed(4))
-    for i in range(n):
-        got = np.asarray(Image.open(folder / f"r_{i}.png").convert("RGB"), dtype=np.float32) / 255
-        assert np.abs(got - want[i].permute(1, 2, 0).numpy()).max() <= 0.5 / 255 + 1e-6
+    read = lambda folder, i: torch.from_numpy(np.asarray(Image.open(folder / f"r_{i}.png").convert("RGB"),
+                                                         dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    A = build_operator(operator)
+    for project, folder in folders.items():
+        assert json.loads((folder / "transforms.json").read_text())["frames"] == frames
+        for i in range(n):
+            got, y = read(folder, i), read(scene / "degraded", i)
+            if not project:
+                assert (got[0] - want[i]).abs().max() <= 0.5 / 255 + 1e-6
+            else:  # closer to y than the estimate it started from
+                measure = lambda x: A(x * 2 - 1) / 2 + 0.5
+                assert (measure(got) - y).abs().mean() < 0.5 * (measure(want[i: i + 1]) - y).abs().mean()
     Image.fromarray(cols[0]).save(scene / "clean" / "r_2.png")  # view 2's ground truth is no longer its clean view
-    shutil.rmtree(folder)
     with pytest.raises(RuntimeError, match="data view 2's saved ground truth is not r_2.png"):
         prior_targets.write_target_views(model, tmp_path, "nerf-x8", 0, 200, 3.0, torch.Generator())
