@@ -18,27 +18,39 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
-import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+import yaml
 
 from dreamsampler.diffusion.latent_model import LatentModel
-from dreamsampler.diffusion.process import cfg, forward_noise, tweedie
+from dreamsampler.diffusion.process import forward_noise, tweedie
+from dreamsampler.distill import guided_prediction
 from dreamsampler.inverse.operators import build_operator
 from dreamsampler.inverse.prior_settings import consistent_with
 from dreamsampler.metrics import psnr
 from dreamsampler.world import MINI_SD
 
-from quality_tasks.common import NERF_MODEL_FIELDS, REPO, Settings, cached_image, read_png, run
+from quality_tasks.common import NERF_MODEL_FIELDS, REPO, Settings, cached_image, command_line, read_png, run
 from quality_tasks.nerf import MINI_SD_CFG, scene_overrides
 
-MIN_STEP_PERCENT = 0.02  # configs/dreamsampler-degraded-nerf.yaml's guidance.min_step_percent
+# where the degraded-view config's reverse schedule ends
+MIN_STEP_PERCENT = yaml.safe_load((REPO / "configs" / "dreamsampler-degraded-nerf.yaml").read_text())[
+    "system"]["guidance"]["min_step_percent"]
+
+
+def rule(out: Path, task: str) -> Tuple[float, int]:
+    """(CFG, the schedule's start timestep) of ``task``'s rule settings (``prior-settings-<task>.json``)."""
+    settings = json.loads((out / f"prior-settings-{task}.json").read_text())
+    return float(settings["overrides"].get("system.guidance.guidance_scale", MINI_SD_CFG)), int(settings["start_timestep"])
+
+
+def scene_info(out: Path, task: str, scene: int) -> dict:
+    """``make_object_scene``'s record of ``task``'s scene ``scene`` (caption, folders, operator)."""
+    return json.loads((out / "scenes" / f"{task}-{scene}" / "scene.json").read_text())
 
 
 def warmup_views(out: Path, task: str, scene: int) -> Dict[str, tuple]:
@@ -66,7 +78,7 @@ def write_target_views(model: LatentModel, out: Path, task: str, scene: int, t: 
     estimates of the warm-up's renders of the views at ``t`` (one draw each, drawn on every call so that the draws
     do not depend on what is kept), and ``<out>/refit-consistent/<task>-<scene>/`` (``True``), each estimate
     replaced by the image nearest it whose measurement is the view's y (``consistent_with``, supp. eq. 13)."""
-    info = json.loads((out / "scenes" / f"{task}-{scene}" / "scene.json").read_text())
+    info = scene_info(out, task, scene)
     transforms = json.loads((Path(info["degraded"]) / "transforms.json").read_text())
     names = [Path(frame["file_path"]).name for frame in transforms["frames"]]
     renders, clean = warmup_views(out, task, scene)["data"]
@@ -91,13 +103,12 @@ def write_target_views(model: LatentModel, out: Path, task: str, scene: int, t: 
 def refit(model: LatentModel, out: Path, task: str, scenes: int, seed: int) -> None:
     """NeRFs fitted from scratch to :func:`write_target_views`' folders (identity A, data consistency only, as long
     as the quality runs: ``runs/<task>/<REFIT or REFIT_PROJECTED folder>/<scene>``, cached)."""
-    settings = json.loads((out / f"prior-settings-{task}.json").read_text())
-    scale = float(settings["overrides"].get("system.guidance.guidance_scale", MINI_SD_CFG))
+    scale, start = rule(out, task)
     s, g = Settings(out=out, scenes=scenes, nfe=0, quick=False), torch.Generator().manual_seed(seed)
     steps = s.nerf_warmup + s.nerf_steps
     for i in range(scenes):
-        folders = write_target_views(model, out, task, i, int(settings["start_timestep"]), scale, g)
-        info = json.loads((out / "scenes" / f"{task}-{i}" / "scene.json").read_text())
+        folders = write_target_views(model, out, task, i, start, scale, g)
+        info = scene_info(out, task, i)
         for (_, where), project in ((REFIT, False), (REFIT_PROJECTED, True)):
             run(s, "dreamsampler-degraded-nerf", f"{task}/{where}/{i}",
                 scene_overrides(s, info, str(folders[project]), {"type": "identity"}) + [f"system.warmup_steps={steps}"],
@@ -107,7 +118,7 @@ def refit(model: LatentModel, out: Path, task: str, scenes: int, seed: int) -> N
 RUNS = (("warm-up alone", "warm-up-alone"), ("dreamsampler (settings by rule)", "dreamsampler-settings-by-rule"),
         ("dreamsampler (settings by rule, residual start)",
          "dreamsampler-settings-by-rule-start-raised-by-the-warm-ups-residual"),
-        ("data consistency only", "data-consistency-only"), REFIT, REFIT_PROJECTED)  # run folders of the NeRF tasks (quality.py's; REFIT)
+        ("data consistency only", "data-consistency-only"), REFIT, REFIT_PROJECTED)  # run folders: quality.py's NeRF tasks', then this script's refits
 
 
 def heldout_psnr(out: Path, task: str, folder: str, scenes: int) -> Optional[List[float]]:
@@ -136,8 +147,8 @@ def one_step_targets(model: LatentModel, images: torch.Tensor, caption: str, t: 
     z_t = forward_noise(z0, torch.randn(z0.shape, generator=generator), abar)
     null, cond = model.text(["", caption]).chunk(2)
     v = len(images)
-    eps_u, eps_c = model.eps(torch.cat([z_t, z_t]), t, torch.cat([null.expand(v, -1, -1), cond.expand(v, -1, -1)])).chunk(2)
-    target = (model.decode(tweedie(z_t, cfg(eps_u, eps_c, scale), abar)) / 2 + 0.5).clamp(0, 1)
+    eps_hat = guided_prediction(model.eps, z_t, torch.full((v,), t), cond.expand(v, -1, -1), null.expand(v, -1, -1), scale)
+    target = (model.decode(tweedie(z_t, eps_hat, abar)) / 2 + 0.5).clamp(0, 1)
     return F.interpolate(target, size=size, mode="area")
 
 
@@ -161,15 +172,14 @@ def schedule_grid(start: int, n: int = 5) -> List[int]:
 def task_rows(model: LatentModel, out: Path, task: str, scenes: int, draws: int, seed: int) -> List[Dict]:
     """One row per view set and timestep on the rule's schedule: per scene, the renders' PSNR and their targets'
     (means over the views and draws)."""
-    settings = json.loads((out / f"prior-settings-{task}.json").read_text())
-    scale = float(settings["overrides"].get("system.guidance.guidance_scale", MINI_SD_CFG))
+    scale, start = rule(out, task)
     scenes_views = [warmup_views(out, task, i) for i in range(scenes)]
-    captions = [json.loads((out / "scenes" / f"{task}-{i}" / "scene.json").read_text())["caption"] for i in range(scenes)]
+    captions = [scene_info(out, task, i)["caption"] for i in range(scenes)]
     g = torch.Generator().manual_seed(seed)
     rows = []
     for views in ("data", "held-out"):
         pairs = [v[views] for v in scenes_views]
-        for t in schedule_grid(int(settings["start_timestep"])):
+        for t in schedule_grid(start):
             row = {"task": task, "views": views, "t": t, "cfg": scale, "captions": captions,
                    "render": [], "target_from_render": [], "target_from_clean": []}
             for (renders, clean), caption in zip(pairs, captions):
@@ -183,15 +193,13 @@ def task_rows(model: LatentModel, out: Path, task: str, scenes: int, draws: int,
 
 def repeated_rows(model: LatentModel, out: Path, task: str, scenes: int, times: int, seed: int) -> Dict:
     """:func:`repeated_targets` of the held-out renders, per scene, at the middle of the rule's schedule."""
-    settings = json.loads((out / f"prior-settings-{task}.json").read_text())
-    scale = float(settings["overrides"].get("system.guidance.guidance_scale", MINI_SD_CFG))
-    grid = schedule_grid(int(settings["start_timestep"]))
+    scale, start = rule(out, task)
+    grid = schedule_grid(start)
     t, g = grid[len(grid) // 2], torch.Generator().manual_seed(seed)
     per_scene = []
     for i in range(scenes):
         renders, clean = warmup_views(out, task, i)["held-out"]
-        caption = json.loads((out / "scenes" / f"{task}-{i}" / "scene.json").read_text())["caption"]
-        per_scene.append(repeated_targets(model, renders, clean, caption, t, scale, g, times))
+        per_scene.append(repeated_targets(model, renders, clean, scene_info(out, task, i)["caption"], t, scale, g, times))
     return {"task": task, "t": t, "per_scene": per_scene}
 
 
@@ -258,8 +266,7 @@ def main(argv=None) -> None:
         repeated.append(repeated_rows(model, args.out, task, args.scenes, args.times, args.seed))
         for r in [*(r for r in rows if r["task"] == task), repeated[-1]]:
             print(json.dumps(r), flush=True)
-    given = sys.argv[1:] if argv is None else list(argv)
-    command = shlex.join(["python", "benchmarks/prior_targets.py", *(a.replace(f"{REPO}{os.sep}", "") for a in given)])
+    command = command_line("prior_targets.py", argv)
     args.page.write_text(page(rows, repeated, runs, command, time.time() - start))
 
 

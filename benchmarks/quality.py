@@ -30,7 +30,6 @@ import argparse
 import importlib.util
 import json
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -53,7 +52,7 @@ def _load_tasks_package(name: str = "quality_tasks"):
 
 _load_tasks_package()
 from quality_tasks import common, image, nerf, results, svg, text_to_image, text_to_nerf  # noqa: E402,F401
-from quality_tasks.common import REPO, Settings  # noqa: E402
+from quality_tasks.common import REPO, Settings, command_line  # noqa: E402
 from quality_tasks.results import (git_commit, machine, markdown, run_records, save_figure, summarize,  # noqa: E402
                                    write_results_page)
 
@@ -111,8 +110,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--results", default=None, help="folder of the results pages (default docs/results; with --quick "
                     "none unless given; '' for none)")
     args = ap.parse_args(argv)
-    command = shlex.join(["python", "benchmarks/quality.py", *(a.replace(f"{REPO}{os.sep}", "")
-                                                              for a in (sys.argv[1:] if argv is None else argv))])
+    command = command_line("quality.py", argv)
     results = args.results if args.results is not None else ("" if args.quick else str(REPO / "docs" / "results"))
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     names = args.tasks.split(",") if args.tasks else list(QUICK_TASKS if args.quick else TASKS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -195,6 +196,13 @@ def cached_image(path: Path, make: Callable[[], torch.Tensor]) -> torch.Tensor:
         path.parent.mkdir(parents=True, exist_ok=True)
         iio.imwrite(path, to_uint8(make()[0]))
     return read_png(path)
+
+
+def command_line(script: str, argv: Optional[List[str]]) -> str:
+    """How ``benchmarks/<script>`` was called (``argv``, else the process's), with paths in the checkout made
+    relative, for a results page."""
+    given = sys.argv[1:] if argv is None else list(argv)
+    return shlex.join(["python", f"benchmarks/{script}", *(a.replace(f"{REPO}{os.sep}", "") for a in given)])
 
 
 def git_commit(repo: Path = REPO) -> str:
