@@ -23,14 +23,13 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 import yaml
 
 from dreamsampler.diffusion.latent_model import LatentModel
-from dreamsampler.diffusion.process import forward_noise, tweedie
 from dreamsampler.distill import guided_prediction
 from dreamsampler.inverse.operators import build_operator
 from dreamsampler.inverse.prior_settings import consistent_with
+from dreamsampler.inverse.view_targets import one_step_estimates
 from dreamsampler.metrics import psnr
 from dreamsampler.world import MINI_SD
 
@@ -138,18 +137,13 @@ def load_model(path: str) -> LatentModel:
 @torch.no_grad()
 def one_step_targets(model: LatentModel, images: torch.Tensor, caption: str, t: int, scale: float,
                      generator: torch.Generator) -> torch.Tensor:
-    """D(z0^) at ``t`` for ``images`` ``[V, 3, S, S]`` in [0, 1], back at size S: E(resized image) noised to t, one
-    CFG eps (supp. eq. 18's z0^ = Tweedie), decoded and area-resized as the pixel term compares it."""
-    size = images.shape[-1]
-    up = F.interpolate(images, size=model.resolution, mode="bilinear", align_corners=False)
-    z0 = model.encode(up * 2 - 1)
-    abar = model.alphas_cumprod[t]
-    z_t = forward_noise(z0, torch.randn(z0.shape, generator=generator), abar)
+    """D(z0^) at ``t`` for ``images`` ``[V, 3, S, S]`` in [0, 1] (``view_targets.one_step_estimates`` with one CFG
+    step of ``model`` at ``scale``)."""
     null, cond = model.text(["", caption]).chunk(2)
-    v = len(images)
-    eps_hat = guided_prediction(model.eps, z_t, torch.full((v,), t), cond.expand(v, -1, -1), null.expand(v, -1, -1), scale)
-    target = (model.decode(tweedie(z_t, eps_hat, abar)) / 2 + 0.5).clamp(0, 1)
-    return F.interpolate(target, size=size, mode="area")
+    v, ts = len(images), torch.full((len(images),), t)
+    eps = lambda z_t: guided_prediction(model.eps, z_t, ts, cond.expand(v, -1, -1), null.expand(v, -1, -1), scale)
+    return one_step_estimates(images, model.alphas_cumprod[t], lambda x: model.encode(x * 2 - 1), eps,
+                              lambda z: (model.decode(z) / 2 + 0.5).clamp(0, 1), model.resolution, generator)
 
 
 def repeated_targets(model: LatentModel, images: torch.Tensor, clean: torch.Tensor, caption: str, t: int, scale: float,

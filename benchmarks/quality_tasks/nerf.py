@@ -29,13 +29,16 @@ NERF_METHODS = (  # schedule: see nerf_schedule; unet_per_step: after the warm-u
            "dreamsampler-degraded-nerf", ("{rule}",), unet_per_step=2, schedule="eq18"),
     Method("dreamsampler-rule-fixed-start", "dreamsampler (settings by rule)", "dreamsampler-degraded-nerf",
            ("{rule}", "system.start_from_residual=false"), unet_per_step=2, schedule="eq18"),
+    Method("dreamsampler-targets", "dreamsampler (consistent one-step targets, settings by rule)",
+           "dreamsampler-degraded-nerf", ("{rule}", "system.prior=consistent-targets", "data.novel_view_prob=0"),
+           schedule="eq18"),  # UNet evaluations: once, at the warm-up's end (save/view-targets.json)
     Method("dc-only", "data consistency only", "dreamsampler-degraded-nerf", schedule="data"),
     Method("sds", "sds as eq. 18's prior", "variants/degraded-nerf-sds", unet_per_step=2, schedule="eq18"),
     Method("sds-rule", "sds as eq. 18's prior (settings by rule)", "variants/degraded-nerf-sds", ("{rule}",),
            unet_per_step=2, schedule="eq18"),
 )
 # the rows run by default (CPU time; the others: pass ids)
-NERF_IDS = ("warmup", "dc-only", "dreamsampler-rule-fixed-start", "dreamsampler-rule")
+NERF_IDS = ("warmup", "dc-only", "dreamsampler-rule-fixed-start", "dreamsampler-rule", "dreamsampler-targets")
 
 
 def rule_settings(s: Settings, task: str) -> List[str]:
@@ -101,7 +104,9 @@ def nerf(task: str, ids=NERF_IDS) -> Task:
                 if not renders:
                     out.append(row(DEGRADED, i, unet_evals=0, psnr=metrics["degraded_input"]["psnr"],
                                    ssim=metrics["degraded_input"]["ssim"]))
-                out.append(row(m, i, unet_evals=(steps - w) * m.unet_per_step, psnr=metrics["renders"]["psnr"],
+                targets = save / "view-targets.json"
+                evals = json.loads(targets.read_text())["unet_evals"] if targets.exists() else (steps - w) * m.unet_per_step
+                out.append(row(m, i, unet_evals=evals, psnr=metrics["renders"]["psnr"],
                                ssim=metrics["renders"]["ssim"], heldout_psnr=metrics["heldout"]["psnr"],
                                heldout_ssim=metrics["heldout"]["ssim"]))
                 curves.setdefault(m.label, []).append(nerf_curve(save, w, m.unet_per_step))

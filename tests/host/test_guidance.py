@@ -423,3 +423,33 @@ def test_the_miniature_world_model_is_guided_at_its_native_64(ts, tmp_path_facto
     g.update_step(0, 0)
     out = g(torch.rand(1, 64, 64, 3), pu, **cams(1))
     assert seen == [(64, 64)] and torch.isfinite(out["loss_sds"]) and torch.isfinite(out["loss_pixel"])
+
+
+def test_one_step_estimates_are_diffusers_ddim_x0_decoded(ts, tiny_sd, prompt_utils):
+    """The degraded-view system's per-view targets (``prior: consistent-targets``): a 16 px render encoded at the
+    model's 512 (VAE posterior mean), noised to t with the generator's next draw, one CFG step, and diffusers'
+    DDIM ``pred_original_sample`` decoded and area-resized back to 16 px."""
+    import torch.nn.functional as F
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    g = make_guidance(ts, tiny_sd)
+    rgb, t = torch.rand(2, 3, 16, 16), 500
+    torch.manual_seed(3)
+    estimates = g.one_step_estimates(rgb, t, prompt_utils, **cams(2))
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd, safety_checker=None, requires_safety_checker=False)
+    sched = DDIMScheduler.from_config(pipe.scheduler.config)
+    sched.set_timesteps(50)
+    scale = pipe.vae.config.scaling_factor
+    with torch.no_grad():
+        up = F.interpolate(rgb, size=512, mode="bilinear", align_corners=False)
+        z0 = pipe.vae.encode(up * 2 - 1).latent_dist.mean * scale
+        torch.manual_seed(3)
+        ts_ = torch.full((2,), t)
+        z_t = sched.add_noise(z0, torch.randn(z0.shape), ts_)
+        emb = prompt_utils.get_text_embeddings(**cams(2), view_dependent_prompting=True)
+        cond, uncond = pipe.unet(torch.cat([z_t] * 2), torch.cat([ts_] * 2), encoder_hidden_states=emb).sample.chunk(2)
+        x0 = sched.step(uncond + 7.5 * (cond - uncond), t, z_t).pred_original_sample
+        ref = F.interpolate((pipe.vae.decode(x0 / scale).sample / 2 + 0.5).clamp(0, 1), size=16, mode="area")
+    assert estimates.shape == (2, 3, 16, 16)
+    assert torch.allclose(estimates, ref, atol=1e-4), (estimates - ref).abs().max()

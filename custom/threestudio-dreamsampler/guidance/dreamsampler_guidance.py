@@ -38,6 +38,7 @@ from dreamsampler.diffusion.schedules import TIMESTEP_SCHEDULES, inversion_times
 from dreamsampler.distill.lmc import FixedNoise, load_corrective
 from dreamsampler.distill.modes import ARTIFACT_DESCRIPTORS, MODES, source_prompt
 from dreamsampler.image_io import bchw, bhwc
+from dreamsampler.inverse.view_targets import one_step_estimates
 from dreamsampler.multiview.cameras import azimuth_bin
 
 from .diffusion_model import load_diffusion_components, weights_dtype, without_autocast
@@ -303,6 +304,16 @@ class DreamSamplerGuidance(BaseObject):
         )
         eps_cond, eps_uncond = self.forward_unet(torch.cat([z_t] * 2), torch.cat([t] * 2), emb).chunk(2)
         return cfg(eps_uncond, eps_cond, scale), eps_uncond
+
+    def one_step_estimates(self, rgb: Float[Tensor, "B 3 H W"], t: int, prompt_utils, elevation, azimuth,
+                           camera_distances) -> Float[Tensor, "B 3 H W"]:
+        """D(z0^_t) of renders in [0, 1], at their size: one CFG step at ``guidance_scale`` from fresh noise (torch's
+        generator), as ``view_targets.one_step_estimates`` states it."""
+        ts = torch.full((rgb.shape[0],), int(t), dtype=torch.long, device=self.device)
+        eps = lambda z_t: self.predict_noise(z_t, ts, prompt_utils, elevation, azimuth, camera_distances)[0]
+        return one_step_estimates(rgb.float(), float(self.alphas[int(t)]),
+                                  lambda x: self.encode_images(x, sample=False).float(), eps,
+                                  lambda z: self.decode_latents(z).float(), self.resolution)
 
     # ------------------------------------------------------------------ call
     @without_autocast

@@ -7,10 +7,16 @@
 - At the warm-up's end (``start_from_residual``): the schedule's start is raised by what the warm-up's NeRF
   leaves of the data views unexplained (``dreamsampler.inverse.prior_settings.start_with_residual``): views that
   are not one object (a multi-view generator's) start the prior higher; views a NeRF fits keep the start.
-- Then eq. 18 with gamma = abar_t of the guidance's current timestep, plus pixel distillation (eq. 19):
+- ``prior: eq18`` (default): then eq. 18 with gamma = abar_t of the guidance's current timestep, plus pixel distillation (eq. 19):
   ``(1 - gamma) l_SDS loss_sds + gamma l_DC 0.5 ||y - A g||^2 + l_pixel ||g - D(z0^)||^2``; novel views
   (no measurement) get the distillation terms only. The guidance's decreasing schedule runs over the
   steps after the warm-up, with carried noise per camera (``guidance.per_view_noise``).
+- ``prior: consistent-targets``: at the warm-up's end each data view's render is taken one reverse step of
+  the prior at the schedule's start and made consistent with its y (``dreamsampler.inverse.view_targets``;
+  saved as ``<trial>/save/view-targets/<i>.png``: render | D(z0^) | target | y, and ``view-targets.json``), and the
+  steps after it fit
+  the data views to these targets, l_DC 0.5 ||target - g||^2: 16 images through the model in all, instead of
+  eq. 18's loop render -> target -> render. Data views only (``data.novel_view_prob: 0``).
 - threestudio's sparsity / opacity / z-variance (HiFA) / orientation regularizers, weighted by ``system.loss``.
 - Evaluation: validation and test render the data views; with clean ground truth, PSNR / SSIM (LPIPS
   when available) of renders and of the degraded inputs (the baseline) are logged and written to
@@ -34,7 +40,7 @@ from dreamsampler.diffusion.schedules import gamma_schedule
 from dreamsampler.image_io import bchw, bhwc
 from dreamsampler.inverse.data_consistency import data_consistency, eq18_weights
 from dreamsampler.inverse.operators import build_operator
-from dreamsampler.inverse.prior_settings import residual_latent_error, start_with_residual
+from dreamsampler.inverse.prior_settings import consistent_with, residual_latent_error, start_with_residual
 from dreamsampler.metrics import image_metrics, load_lpips
 
 from .text_to_nerf import DreamSamplerNeRF
@@ -47,15 +53,20 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
         operator: dict = field(default_factory=dict)  # ${data.operator}
         warmup_steps: int = 1000
         start_from_residual: bool = True  # raise the schedule's start by the warm-up's residual (module docstring)
+        prior: str = "eq18"  # eq18 | consistent-targets (module docstring)
 
     cfg: Config
-    RUN_SHAPING = DreamSamplerNeRF.RUN_SHAPING + ("warmup_steps", "start_from_residual")
+    RUN_SHAPING = DreamSamplerNeRF.RUN_SHAPING + ("warmup_steps", "start_from_residual", "prior")
+    PRIORS = ("eq18", "consistent-targets")
+    TARGETS_KEY = "dreamsampler_view_targets"  # the consistent targets in a checkpoint
 
     @staticmethod
     def check_config(cfg: "DreamSamplerDegradedNeRF.Config"):
         """The fields' values, checked before anything is loaded (also by the launcher); returns the operator A."""
         if cfg.warmup_steps < 0:
             raise ValueError(f"system.warmup_steps must be >= 0, got {cfg.warmup_steps}")
+        if cfg.prior not in DreamSamplerDegradedNeRF.PRIORS:
+            raise ValueError(f"system.prior must be one of {DreamSamplerDegradedNeRF.PRIORS}, got {cfg.prior!r}")
         try:
             return build_operator(dict(cfg.operator))
         except (ValueError, KeyError, TypeError) as exc:
@@ -73,6 +84,7 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
         self._use_lpips_loss = False
         self._eval_rows: List[Dict[str, Any]] = []
         self._heldout_rows: List[Dict[str, Any]] = []
+        self._view_targets: Optional[Tensor] = None  # prior: consistent-targets, [N, 3, H, W] after the warm-up
 
     def on_fit_start(self) -> None:
         if not self.loads_guidance(self.cfg, self.trainer.max_steps):
@@ -92,12 +104,18 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
 
     @staticmethod
     def check_datamodule(cfg: "DreamSamplerDegradedNeRF.Config", datamodule) -> None:
-        """At fit start, not at the warm-up's end: ``start_from_residual`` renders the data views of
-        dreamsampler-multiview-datamodule (its ``views``, set up by then)."""
-        if cfg.start_from_residual and getattr(datamodule, "views", None) is None:
-            raise ValueError(f"system.start_from_residual=true renders the data views of "
-                             f"dreamsampler-multiview-datamodule, which data_type={type(datamodule).__name__} lacks: "
-                             "set data_type=dreamsampler-multiview-datamodule or system.start_from_residual=false")
+        """At fit start, not at the warm-up's end: ``start_from_residual`` and ``prior: consistent-targets`` render
+        the data views of dreamsampler-multiview-datamodule (its ``views``, set up by then); the targets are the
+        data views' only."""
+        uses = [name for name, on in (("start_from_residual=true", cfg.start_from_residual),
+                                      ("prior=consistent-targets", cfg.prior == "consistent-targets")) if on]
+        if uses and getattr(datamodule, "views", None) is None:
+            raise ValueError(f"system.{uses[0]} renders the data views of dreamsampler-multiview-datamodule, which "
+                             f"data_type={type(datamodule).__name__} lacks: set data_type=dreamsampler-multiview-datamodule "
+                             f"or change system.{uses[0].split('=')[0]}")
+        if cfg.prior == "consistent-targets" and datamodule.cfg.novel_view_prob > 0:
+            raise ValueError("system.prior=consistent-targets fits the data views to their targets, and novel views have "
+                             f"none: set data.novel_view_prob=0 (got {datamodule.cfg.novel_view_prob})")
 
     def _lpips(self):
         """LPIPS (loss and metric), loaded once; None with one warning when its weights are not on this machine."""
@@ -106,22 +124,27 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
         return self._lpips_fn
 
     # ---------------------------------------------------------------- training
-    def _start_from_residual(self) -> None:
-        """The schedule's start from the data views' residual after the warm-up (module docstring), written
-        to ``<trial>/save/prior-start.json``."""
+    def _data_view_renders(self) -> Tuple[Tensor, Tensor, List[Dict[str, Any]]]:
+        """(renders, measurements y) ``[N, 3, H, W]`` of the data views as validation draws them (no random ray
+        samples), and their batches on the device."""
         views = self.trainer.datamodule.views  # checked at fit start (check_datamodule)
-        renders, measurements = [], []
+        batches, renders = [], []
         was_training = self.training
-        self.eval()  # the renders as validation draws them (no random ray samples)
+        self.eval()
         with torch.no_grad():
             for i in range(views.n_data):
                 batch = {k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in views.data_view(i, i).items()}
+                batches.append(batch)
                 renders.append(bchw(self(batch)["comp_rgb"]).float())
-                measurements.append(bchw(batch["measurement"]).float())
         self.train(was_training)
+        return torch.cat(renders), torch.cat([bchw(b["measurement"]).float() for b in batches]), batches
+
+    def _start_from_residual(self) -> None:
+        """The schedule's start from the data views' residual after the warm-up (module docstring), written
+        to ``<trial>/save/prior-start.json``."""
+        renders, measurements, _ = self._data_view_renders()
         encode = lambda x: torch.cat([self.guidance.encode_images(c, sample=False).float() for c in x.split(4)])
-        error = residual_latent_error(encode, torch.cat(renders), torch.cat(measurements), self.operator,
-                                      self.guidance.resolution)
+        error = residual_latent_error(encode, renders, measurements, self.operator, self.guidance.resolution)
         configured = self.guidance.max_step
         start = start_with_residual(self.guidance.alphas.cpu(), configured, error)
         self.guidance.start_schedule_at(start)
@@ -130,9 +153,43 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
         threestudio.info(f"warm-up residual (relative latent error) {error:.3f}: the schedule starts at t={start} "
                          f"(configured {configured}) -> {path}")
 
+    def _make_view_targets(self) -> None:
+        """``prior: consistent-targets``: each data view's render one reverse step of the prior at the schedule's
+        start, made consistent with its y (module docstring); saved as ``view-targets/<i>.png``."""
+        renders, measurements, batches = self._data_view_renders()
+        t, prompt_utils = self.guidance.max_step, self.prompt_processor()
+        self.guidance.unet_evals = 0
+        estimates = torch.cat([
+            self.guidance.one_step_estimates(r[None], t, prompt_utils, b["elevation"], b["azimuth"], b["camera_distances"])
+            for r, b in zip(renders, batches)])
+        self._view_targets = consistent_with(measurements, self.operator, estimates)
+        size = renders.shape[-2:]
+        up = lambda y: y if y.shape[-2:] == size else F.interpolate(y, size, mode="nearest")
+        for i, images in enumerate(zip(renders, estimates, self._view_targets, up(measurements))):
+            self.save_image_grid(f"view-targets/{i}.png",
+                                 [{"type": "rgb", "img": im, "kwargs": {"data_format": "CHW"}} for im in images],
+                                 name="view_targets", step=self.true_global_step)
+        self.save_json("view-targets.json", {"step": self.true_global_step, "timestep": t, "views": len(renders),
+                                             "unet_evals": self.guidance.unet_evals})
+        threestudio.info(f"consistent targets of the {len(renders)} data views at t={t} "
+                         f"({self.guidance.unet_evals} UNet evaluations) -> {os.path.join(self.get_save_dir(), 'view-targets')}")
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        if self._view_targets is not None:
+            checkpoint[self.TARGETS_KEY] = self._view_targets.cpu()
+        super().on_save_checkpoint(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if self.TARGETS_KEY in checkpoint:
+            self._view_targets = checkpoint[self.TARGETS_KEY]
+
     def training_step(self, batch, batch_idx):
-        if self.cfg.start_from_residual and self.true_global_step == self.cfg.warmup_steps:
-            self._start_from_residual()
+        if self.true_global_step == self.cfg.warmup_steps:
+            if self.cfg.start_from_residual:
+                self._start_from_residual()
+            if self.cfg.prior == "consistent-targets":
+                self._make_view_targets()
         out = self(batch)
         rgb = out["comp_rgb"]
         warmup = self.true_global_step < self.cfg.warmup_steps
@@ -144,7 +201,12 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
             y = bchw(batch["measurement"])
             loss_dc = data_consistency(y, self.operator, bchw(rgb))
             self.log("train/loss_dc", loss_dc)
-        if warmup:
+        if not warmup and self._view_targets is not None:  # prior: consistent-targets (data views only)
+            target = self._view_targets[batch["data_index"].cpu()].to(rgb)
+            loss_target = data_consistency(target, lambda x: x, bchw(rgb))
+            self.log("train/loss_target", loss_target)
+            loss = self.C(self.cfg.loss.lambda_dc) * loss_target
+        elif warmup:
             loss = self.C(self.cfg.loss.lambda_dc) * loss_dc
             if self._use_lpips_loss:
                 loss_lpips = self._lpips()(self.operator(bchw(rgb)), bchw(batch["measurement"])).mean()
