@@ -129,30 +129,39 @@ def test_degraded_config_trains_and_writes_metrics_images_video(scene, tiny_sd, 
 def test_consistent_targets_prior_fits_the_data_views_to_targets_consistent_with_y(scene, tiny_sd, tmp_path):
     """system.prior=consistent-targets: at the warm-up's end each data view gets a target (saved as render |
     estimate | target | y) whose measurement is its y, checked here with the operator; the steps after it fit the
-    data views to the targets with no UNet call, and the checkpoint keeps them for a resumed run."""
+    data views to the targets with no other UNet call; target_rounds=2 remakes them half-way, at the schedule's
+    timestep of that step, and the checkpoint keeps the latest for a resumed run."""
     run = run_config(DEGRADED, tmp_path, tiny_sd, 4, degraded_overrides(
-        scene, "system.warmup_steps=2", "system.prior=consistent-targets", "data.novel_view_prob=0",
-        "data.n_val_views=1", "data.n_test_orbit_views=0"))
+        scene, "system.warmup_steps=2", "system.prior=consistent-targets", "system.target_rounds=2",
+        "data.novel_view_prob=0", "data.n_val_views=1", "data.n_test_orbit_views=0"))
     save = run.trial_dir / "save"
-    grids = sorted(run.images("save/view-targets/*.png"))
-    assert [p.name for p in grids] == [f"{i}.png" for i in range(4)]
+    start = json.loads((save / "prior-start.json").read_text())["start_timestep"]
+    made = json.loads((save / "view-targets.json").read_text())
+    assert made["views"] == 4 and [(r["step"], r["timestep"]) for r in made["rounds"]] == [(2, start), (3, 20)]
+    assert [r["unet_evals"] for r in made["rounds"]] == [8, 8] and made["unet_evals"] == 16  # 4 views x CFG's 2
     blur = build_operator(scene["operator"])
     y = views.load_views(scene["degraded"]).images
-    targets = run.checkpoint()["dreamsampler_view_targets"]
-    assert targets.shape == (4, 3, 16, 16)
-    for i, path in enumerate(grids):
-        grid = torch.from_numpy(assert_visible(path)).float().permute(2, 0, 1) / 255  # [3, 16, 64]
-        estimate, target = grid[:, :, 16:32], grid[:, :, 32:48]
-        assert torch.allclose(target, targets[i], atol=1 / 255)
-        assert torch.allclose(grid[:, :, 48:], y[i], atol=1 / 255)
-        # consistent with y: A(target) is y to within the CG solve and the clamp to [0, 1] (at the border), while
-        # A(estimate) is not (about 0.3 on this tiny random model)
-        error = lambda x: (blur(x[None] * 2 - 1)[0] / 2 + 0.5 - y[i]).abs().mean()
-        assert error(targets[i]) < 0.02 and error(estimate) > 5 * error(targets[i])
+    saved = run.checkpoint()["dreamsampler_view_targets"]
+    assert saved["rounds"] == made["rounds"] and saved["targets"].shape == (4, 3, 16, 16)
+    for step in (2, 3):
+        grids = sorted(run.images(f"save/it{step}-targets/*.png"))
+        assert [p.name for p in grids] == [f"{i}.png" for i in range(4)]
+        for i, path in enumerate(grids):
+            grid = torch.from_numpy(assert_visible(path)).float().permute(2, 0, 1) / 255  # [3, 16, 64]
+            estimate, target = grid[:, :, 16:32], grid[:, :, 32:48]
+            assert torch.allclose(grid[:, :, 48:], y[i], atol=1 / 255)
+            # consistent with y: A(target) is y to within the CG solve and the clamp to [0, 1] (at the border),
+            # while A(estimate) at the schedule's start is not (about 0.3 on this tiny random model)
+            error = lambda x: (blur(x[None] * 2 - 1)[0] / 2 + 0.5 - y[i]).abs().mean()
+            assert error(target) < 0.02
+            if step == 2:
+                assert error(estimate) > 5 * error(target)
+            else:  # the last round's targets are the checkpoint's
+                assert torch.allclose(target, saved["targets"][i], atol=1 / 255)
     target_steps = sorted(int(r["step"]) for r in run.metrics() if r.get("train/loss_target"))
     assert target_steps == [2, 3] and not run.series("train/loss_sds")
     assert all(math.isfinite(v) for v in run.series("train/loss_target"))
-    assert run.log.count("consistent targets of the 4 data views at t=") == 1
+    assert run.log.count("consistent targets of the 4 data views at t=") == 2
     assert json.loads((save / "metrics.json").read_text())["step"] == 4
 
 
@@ -168,6 +177,8 @@ def test_consistent_targets_prior_refuses_novel_views_and_unknown_priors(ts, sce
         system.check_datamodule(cfg, ts.find("random-camera-datamodule")({}))
     with pytest.raises(ValueError, match=r"system.prior must be one of \('eq18', 'consistent-targets'\), got 'dc'"):
         system.check_config(system.Config(prior="dc", operator={"type": "identity"}))
+    with pytest.raises(ValueError, match=r"system.target_rounds must be >= 1, got 0"):
+        system.check_config(system.Config(prior="consistent-targets", target_rounds=0, operator={"type": "identity"}))
 
 
 def test_degraded_config_scores_held_out_views_of_a_world_object(tiny_sd, tmp_path):

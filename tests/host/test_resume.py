@@ -28,17 +28,18 @@ def test_resume_continues_schedule_carried_noise_and_weights(tiny_sd, tmp_path):
 
 
 def test_resume_after_the_consistent_targets_fits_the_same_targets(tiny_sd, tmp_path):
-    """system.prior=consistent-targets makes its targets once, at the warm-up's end (step 1 here): a run resumed
-    after that takes them from the checkpoint and ends with the uninterrupted run's weights."""
-    common = ["system.prior=consistent-targets", "data.novel_view_prob=0", "checkpoint.every_n_train_steps=2",
-              "checkpoint.save_top_k=-1"]
+    """system.prior=consistent-targets makes its targets at the warm-up's end (step 1 here) and, with
+    target_rounds=2, at step 2: a run resumed at step 2 takes the first from the checkpoint, makes the second, and
+    ends with the uninterrupted run's targets and weights."""
+    common = ["system.prior=consistent-targets", "system.target_rounds=2", "data.novel_view_prob=0",
+              "checkpoint.every_n_train_steps=2", "checkpoint.save_top_k=-1"]
     whole = run_config(CONFIG, tmp_path / "whole", tiny_sd, 4, common)
     resume = f"resume={whole.trial_dir / 'ckpts' / 'epoch=0-step=2.ckpt'}"
     resumed = run_config(CONFIG, tmp_path / "resumed", tiny_sd, 4, common + [resume])
 
     steps = lambda run: [int(r["step"]) for r in run.metrics() if r.get("train/loss_target")]
     assert steps(whole) == [1, 2, 3] and steps(resumed) == [2, 3]
-    assert "consistent targets of the" not in resumed.log, "the resumed run made its targets again"
+    assert whole.log.count("consistent targets of the") == 2 and resumed.log.count("consistent targets of the") == 1
     a, b = whole.checkpoint("epoch=0-step=4.ckpt"), resumed.checkpoint("epoch=0-step=4.ckpt")
     assert_same_state(b["dreamsampler_view_targets"], a["dreamsampler_view_targets"], "targets")
     assert_same_state(b["state_dict"], a["state_dict"], "weights")

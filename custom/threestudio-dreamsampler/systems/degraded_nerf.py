@@ -7,16 +7,17 @@
 - At the warm-up's end (``start_from_residual``): the schedule's start is raised by what the warm-up's NeRF
   leaves of the data views unexplained (``dreamsampler.inverse.prior_settings.start_with_residual``): views that
   are not one object (a multi-view generator's) start the prior higher; views a NeRF fits keep the start.
-- ``prior: eq18`` (default): then eq. 18 with gamma = abar_t of the guidance's current timestep, plus pixel distillation (eq. 19):
-  ``(1 - gamma) l_SDS loss_sds + gamma l_DC 0.5 ||y - A g||^2 + l_pixel ||g - D(z0^)||^2``; novel views
-  (no measurement) get the distillation terms only. The guidance's decreasing schedule runs over the
+- ``prior: eq18`` (default): then eq. 18 with gamma = abar_t of the guidance's current timestep, plus pixel
+  distillation (eq. 19): ``(1 - gamma) l_SDS loss_sds + gamma l_DC 0.5 ||y - A g||^2 + l_pixel ||g - D(z0^)||^2``;
+  novel views (no measurement) get the distillation terms only. The guidance's decreasing schedule runs over the
   steps after the warm-up, with carried noise per camera (``guidance.per_view_noise``).
 - ``prior: consistent-targets``: at the warm-up's end each data view's render is taken one reverse step of
   the prior at the schedule's start and made consistent with its y (``dreamsampler.inverse.view_targets``;
-  saved as ``<trial>/save/view-targets/<i>.png``: render | D(z0^) | target | y, and ``view-targets.json``), and the
-  steps after it fit
-  the data views to these targets, l_DC 0.5 ||target - g||^2: 16 images through the model in all, instead of
-  eq. 18's loop render -> target -> render. Data views only (``data.novel_view_prob: 0``).
+  saved as ``<trial>/save/it<step>-targets/<i>.png``: render | D(z0^) | target | y, and ``view-targets.json``),
+  and the steps after it fit the data views to these targets, l_DC 0.5 ||target - g||^2: 16 images through the
+  model, instead of eq. 18's loop render -> target -> render. ``target_rounds`` K > 1 remakes the targets from
+  the current renders K times, evenly over the steps after the warm-up, each at the reverse schedule's timestep
+  of its step. Data views only (``data.novel_view_prob: 0``).
 - threestudio's sparsity / opacity / z-variance (HiFA) / orientation regularizers, weighted by ``system.loss``.
 - Evaluation: validation and test render the data views; with clean ground truth, PSNR / SSIM (LPIPS
   when available) of renders and of the degraded inputs (the baseline) are logged and written to
@@ -54,9 +55,10 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
         warmup_steps: int = 1000
         start_from_residual: bool = True  # raise the schedule's start by the warm-up's residual (module docstring)
         prior: str = "eq18"  # eq18 | consistent-targets (module docstring)
+        target_rounds: int = 1  # consistent-targets: how many times the targets are made (module docstring)
 
     cfg: Config
-    RUN_SHAPING = DreamSamplerNeRF.RUN_SHAPING + ("warmup_steps", "start_from_residual", "prior")
+    RUN_SHAPING = DreamSamplerNeRF.RUN_SHAPING + ("warmup_steps", "start_from_residual", "prior", "target_rounds")
     PRIORS = ("eq18", "consistent-targets")
     TARGETS_KEY = "dreamsampler_view_targets"  # the consistent targets in a checkpoint
 
@@ -67,6 +69,8 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
             raise ValueError(f"system.warmup_steps must be >= 0, got {cfg.warmup_steps}")
         if cfg.prior not in DreamSamplerDegradedNeRF.PRIORS:
             raise ValueError(f"system.prior must be one of {DreamSamplerDegradedNeRF.PRIORS}, got {cfg.prior!r}")
+        if cfg.target_rounds < 1:
+            raise ValueError(f"system.target_rounds must be >= 1, got {cfg.target_rounds}")
         try:
             return build_operator(dict(cfg.operator))
         except (ValueError, KeyError, TypeError) as exc:
@@ -85,6 +89,7 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
         self._eval_rows: List[Dict[str, Any]] = []
         self._heldout_rows: List[Dict[str, Any]] = []
         self._view_targets: Optional[Tensor] = None  # prior: consistent-targets, [N, 3, H, W] after the warm-up
+        self._target_rounds: List[Dict[str, int]] = []  # what each round of targets cost (view-targets.json)
 
     def on_fit_start(self) -> None:
         if not self.loads_guidance(self.cfg, self.trainer.max_steps):
@@ -153,11 +158,19 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
         threestudio.info(f"warm-up residual (relative latent error) {error:.3f}: the schedule starts at t={start} "
                          f"(configured {configured}) -> {path}")
 
+    def _makes_targets(self) -> bool:
+        """Whether this step makes the consistent targets: the warm-up's end, then every 1 / ``target_rounds`` of
+        the steps after it."""
+        after, rounds = self.true_global_step - self.cfg.warmup_steps, self.cfg.target_rounds
+        length = self.trainer.max_steps - self.cfg.warmup_steps
+        return self.cfg.prior == "consistent-targets" and after in {k * length // rounds for k in range(rounds)}
+
     def _make_view_targets(self) -> None:
         """``prior: consistent-targets``: each data view's render one reverse step of the prior at the schedule's
-        start, made consistent with its y (module docstring); saved as ``view-targets/<i>.png``."""
+        timestep of this step (its start at the warm-up's end), made consistent with its y (module docstring);
+        saved as ``it<step>-targets/<i>.png`` and ``view-targets.json``."""
         renders, measurements, batches = self._data_view_renders()
-        t, prompt_utils = self.guidance.max_step, self.prompt_processor()
+        t, prompt_utils = self.guidance.current_timestep, self.prompt_processor()
         self.guidance.unet_evals = 0
         estimates = torch.cat([
             self.guidance.one_step_estimates(r[None], t, prompt_utils, b["elevation"], b["azimuth"], b["camera_distances"])
@@ -165,31 +178,34 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
         self._view_targets = consistent_with(measurements, self.operator, estimates)
         size = renders.shape[-2:]
         up = lambda y: y if y.shape[-2:] == size else F.interpolate(y, size, mode="nearest")
+        folder = f"it{self.true_global_step}-targets"
         for i, images in enumerate(zip(renders, estimates, self._view_targets, up(measurements))):
-            self.save_image_grid(f"view-targets/{i}.png",
+            self.save_image_grid(f"{folder}/{i}.png",
                                  [{"type": "rgb", "img": im, "kwargs": {"data_format": "CHW"}} for im in images],
                                  name="view_targets", step=self.true_global_step)
-        self.save_json("view-targets.json", {"step": self.true_global_step, "timestep": t, "views": len(renders),
-                                             "unet_evals": self.guidance.unet_evals})
+        self._target_rounds.append({"step": self.true_global_step, "timestep": t, "unet_evals": self.guidance.unet_evals})
+        self.save_json("view-targets.json", {"views": len(renders), "rounds": self._target_rounds,
+                                             "unet_evals": sum(r["unet_evals"] for r in self._target_rounds)})
         threestudio.info(f"consistent targets of the {len(renders)} data views at t={t} "
-                         f"({self.guidance.unet_evals} UNet evaluations) -> {os.path.join(self.get_save_dir(), 'view-targets')}")
+                         f"({self.guidance.unet_evals} UNet evaluations) -> {os.path.join(self.get_save_dir(), folder)}")
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         if self._view_targets is not None:
-            checkpoint[self.TARGETS_KEY] = self._view_targets.cpu()
+            checkpoint[self.TARGETS_KEY] = {"targets": self._view_targets.cpu(), "rounds": self._target_rounds}
         super().on_save_checkpoint(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         if self.TARGETS_KEY in checkpoint:
-            self._view_targets = checkpoint[self.TARGETS_KEY]
+            state = checkpoint[self.TARGETS_KEY]
+            self._view_targets, self._target_rounds = state["targets"], list(state["rounds"])
 
     def training_step(self, batch, batch_idx):
         if self.true_global_step == self.cfg.warmup_steps:
             if self.cfg.start_from_residual:
                 self._start_from_residual()
-            if self.cfg.prior == "consistent-targets":
-                self._make_view_targets()
+        if self._makes_targets():
+            self._make_view_targets()
         out = self(batch)
         rgb = out["comp_rgb"]
         warmup = self.true_global_step < self.cfg.warmup_steps
