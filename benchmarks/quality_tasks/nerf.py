@@ -32,13 +32,17 @@ NERF_METHODS = (  # schedule: see nerf_schedule; unet_per_step: after the warm-u
     Method("dreamsampler-targets", "dreamsampler (consistent one-step targets, settings by rule)",
            "dreamsampler-degraded-nerf", ("{rule}", "system.prior=consistent-targets", "data.novel_view_prob=0"),
            schedule="eq18"),  # UNet evaluations: once, at the warm-up's end (save/view-targets.json)
+    Method("dreamsampler-targets-4", "dreamsampler (consistent targets remade 4 times, settings by rule)",
+           "dreamsampler-degraded-nerf", ("{rule}", "system.prior=consistent-targets", "system.target_rounds=4",
+                                          "data.novel_view_prob=0"), schedule="eq18"),
     Method("dc-only", "data consistency only", "dreamsampler-degraded-nerf", schedule="data"),
     Method("sds", "sds as eq. 18's prior", "variants/degraded-nerf-sds", unet_per_step=2, schedule="eq18"),
     Method("sds-rule", "sds as eq. 18's prior (settings by rule)", "variants/degraded-nerf-sds", ("{rule}",),
            unet_per_step=2, schedule="eq18"),
 )
 # the rows run by default (CPU time; the others: pass ids)
-NERF_IDS = ("warmup", "dc-only", "dreamsampler-rule-fixed-start", "dreamsampler-rule", "dreamsampler-targets")
+NERF_IDS = ("warmup", "dc-only", "dreamsampler-rule-fixed-start", "dreamsampler-rule", "dreamsampler-targets",
+            "dreamsampler-targets-4")
 
 
 def rule_settings(s: Settings, task: str) -> List[str]:
