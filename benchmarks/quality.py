@@ -62,8 +62,7 @@ TASKS: Dict[str, Callable] = {  # name -> task (a common.Task: its methods, and 
     "restore-blur": image.restore("restore-blur"),
     "restore-x4": image.restore("restore-x4"),
     "nerf-blur": nerf.nerf("nerf-blur"),
-    "nerf-x4": nerf.nerf("nerf-x4", ids=("warmup", "dc-only", "dreamsampler-rule", "dreamsampler-targets",
-                                         "dreamsampler-targets-4")),  # no cached runs: CPU time
+    "nerf-x4": nerf.nerf("nerf-x4"),
     "nerf-x8": nerf.nerf("nerf-x8"),
     "nerf-inconsistent": nerf.nerf("nerf-inconsistent"),
     "svg-blur": svg.svg("svg-blur"),

@@ -80,13 +80,12 @@ def test_every_task_s_run_folders_are_those_of_the_cached_runs():
     assert folders("restore-blur") == folders("restore-x4") == {"dreamsampler", "dps-only", "init-noise"}
     assert folders("edit") == {"dreamsampler", "localized"}
     assert folders("text-to-image") == {"ddim", "sds-latent", "lmc-latent", "sds-latent-lmc-cfg", "bridge-latent"}
-    assert folders("nerf-blur") == folders("nerf-x8") == folders("nerf-inconsistent") == {slug(label) for label in (
-        "warm-up alone", "data consistency only", "dreamsampler (settings by rule)",
-        "dreamsampler (settings by rule, start raised by the warm-up's residual)",
-        "dreamsampler (consistent one-step targets, settings by rule)",
-        "dreamsampler (consistent targets remade 4 times, settings by rule)")}
-    assert folders("nerf-x4") == folders("nerf-x8") - {slug("dreamsampler (settings by rule)")}
-    rule = {m.id: m for m in quality.TASKS["nerf-x8"].methods}  # the cached fixed-start runs: the residual rule off
+    assert folders("nerf-blur") == folders("nerf-x4") == folders("nerf-x8") == folders("nerf-inconsistent") == {
+        slug(label) for label in ("warm-up alone", "data consistency only",
+                                  "dreamsampler (settings by rule, start raised by the warm-up's residual)",
+                                  "dreamsampler (consistent one-step targets, settings by rule)",
+                                  "dreamsampler (consistent targets remade 4 times, settings by rule)")}
+    rule = {m.id: m for m in quality.nerf.NERF_METHODS}  # the fixed-start row (not run by default): the residual rule off
     assert "system.start_from_residual=false" in rule["dreamsampler-rule-fixed-start"].overrides
     assert not any("start_from_residual" in o for o in rule["dreamsampler-rule"].overrides)
     # the consistent-targets rows: the rule's settings, data views only, once or remade 4 times

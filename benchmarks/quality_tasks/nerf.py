@@ -41,8 +41,7 @@ NERF_METHODS = (  # schedule: see nerf_schedule; unet_per_step: after the warm-u
            unet_per_step=2, schedule="eq18"),
 )
 # the rows run by default (CPU time; the others: pass ids)
-NERF_IDS = ("warmup", "dc-only", "dreamsampler-rule-fixed-start", "dreamsampler-rule", "dreamsampler-targets",
-            "dreamsampler-targets-4")
+NERF_IDS = ("warmup", "dc-only", "dreamsampler-rule", "dreamsampler-targets", "dreamsampler-targets-4")
 
 
 def rule_settings(s: Settings, task: str) -> List[str]:
