@@ -76,18 +76,39 @@ def test_variant_is_its_base_plus_what_its_src_states(variant):
         assert written.system.guidance.weighting_strategy == "sds"  # w = 1 - abar (eq. 21 fixes the SVG's form)
 
 
+# what a degraded-view variant's smoke file adds: its mode as eq. 18's prior, where the base's smoke run fits
+# consistent targets (system.prior) on the data views only
+EQ18_SMOKE = {"world": {"data": {"novel_view_prob": 0.5}, "system": {"prior": "eq18", "target_rounds": 1}}}
+
+
+def own_smoke(variant):
+    return EQ18_SMOKE if variant.stem.startswith("degraded-nerf-") else {}
+
+
 @pytest.mark.parametrize("world", [False, True], ids=["tiny", "world"])
 @pytest.mark.parametrize("variant", VARIANTS, ids=[v.stem for v in VARIANTS])
 def test_variant_smoke_settings_are_its_base_configs(variant, world, ts):
-    """A variant has no ``base:`` chain: its smoke file names its base config's (and, for every shipped variant,
-    adds nothing), so its smoke run gets the same overrides as its base config's (``ts``: threestudio's resolvers)."""
-    base = base_config(variant)
+    """A variant has no ``base:`` chain: its smoke file names its base config's and adds nothing but, for the
+    degraded-view variants, eq. 18 as the world run's prior, so its smoke run gets its base config's overrides with
+    those last (``ts``: threestudio's resolvers)."""
+    base, own = base_config(variant), own_smoke(variant)
     assert load_with_base(smoke_file(variant))[1] == [smoke_file(base), smoke_file(variant)]
-    assert set(OmegaConf.load(smoke_file(variant))) == {"base"}
-    assert file_overrides(variant, world) == file_overrides(base, world)
+    written = OmegaConf.to_container(OmegaConf.load(smoke_file(variant)))
+    assert written == {"base": f"../../smoke/{base.name}", **own}
+    added = own.get("world", {}) if world else {}
+
+    def merged(overrides):  # a list of dotted overrides as the config it makes (later ones win)
+        return OmegaConf.to_container(OmegaConf.from_dotlist(overrides))
+
+    assert merged(file_overrides(variant, world)) == merged(file_overrides(base, world) + leaf_list(added))
     user = ["system.guidance.lmc_checkpoint=k.safetensors"] if variant.stem.endswith("-lmc") else []
-    assert smoke_overrides([variant], STEPS, "MODEL", user, world=world) == \
-        smoke_overrides([base], STEPS, "MODEL", user, world=world)
+    assert merged(smoke_overrides([variant], STEPS, "MODEL", user, world=world)) == \
+        merged(smoke_overrides([base], STEPS, "MODEL", user, world=world) + leaf_list(added))
+
+
+def leaf_list(node):
+    """``node``'s leaves as dotted overrides."""
+    return [f"{k}={v}" for k, v in leaves(node).items()]
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=[v.stem for v in VARIANTS])

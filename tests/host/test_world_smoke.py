@@ -56,10 +56,14 @@ def test_smoke_text_to_nerf_on_the_world_model_draws_the_prompted_colour(tmp_pat
 
 def test_smoke_degraded_nerf_on_a_world_object_beats_its_blurred_views(tmp_path):
     """README: `--smoke 200` of the degraded-view config reconstructs a held-out world object (a red sphere) from
-    16 blurred views; its renders are closer to the clean views than the blurred inputs are (PSNR)."""
+    16 blurred views with the smoke file's prior (consistent targets made 4 times, each at the schedule's timestep
+    of its step); its renders are closer to the clean views than the blurred inputs are (PSNR)."""
     import json
 
     save = smoke(tmp_path, "dreamsampler-degraded-nerf", 200)
     metrics = json.loads((save / "metrics.json").read_text())
     assert metrics["n_views"] == 16 and metrics["heldout"]["n_views"] == 8
     assert metrics["renders"]["psnr"] > metrics["degraded_input"]["psnr"], metrics
+    rounds = json.loads((save / "view-targets.json").read_text())["rounds"]
+    assert [r["step"] for r in rounds] == [100, 125, 150, 175] and all(r["unet_evals"] == 32 for r in rounds)
+    assert [r["timestep"] for r in rounds] == sorted((r["timestep"] for r in rounds), reverse=True)
