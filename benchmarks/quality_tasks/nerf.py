@@ -119,7 +119,8 @@ def nerf(task: str, ids=NERF_IDS) -> Task:
             size = s.nerf_size
             figure.append([grid[..., 2 * size: 3 * size], *renders, grid[..., 3 * size: 4 * size]])
         save_curves(s.out / f"{task}-curves.png", curves, x="step", panels=[("psnr", "PSNR of the 16 data views (dB)")],
-                    xlabel="training step (UNet evaluations = 2 x steps after the warm-up)", title=task, figsize=(6, 4))
+                    xlabel="training step (eq. 18: 2 UNet evaluations a step after the warm-up; targets: 32 a round)",
+                    title=task, figsize=(6, 4))
         return out, figure, ["degraded view", *(m.label for m in picked), "ground truth"]
 
     return Task(picked, rows)
