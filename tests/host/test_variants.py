@@ -1,6 +1,7 @@
 """configs/variants/: every variant is the whole config scripts/write_variants.py writes from
 configs/variants/src/<name>.yaml (no ``base:`` key: threestudio's own load_config takes the file as it is), it
-differs from its base config exactly in what its src file states, its smoke settings are its base config's,
+differs from its base config exactly in what its src file states, its smoke settings are its base config's (the
+degraded-view variants' world runs keep eq. 18 as the prior, their mode's place),
 and one variant per guidance mode trains 2 steps in real threestudio (CPU, tiny pipeline; the lmc one with a
 corrective trained here by scripts/train_lmc.py)."""
 
