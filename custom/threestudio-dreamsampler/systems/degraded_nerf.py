@@ -201,9 +201,8 @@ class DreamSamplerDegradedNeRF(DreamSamplerNeRF):
             self._view_targets, self._target_rounds = state["targets"], list(state["rounds"])
 
     def training_step(self, batch, batch_idx):
-        if self.true_global_step == self.cfg.warmup_steps:
-            if self.cfg.start_from_residual:
-                self._start_from_residual()
+        if self.cfg.start_from_residual and self.true_global_step == self.cfg.warmup_steps:
+            self._start_from_residual()
         if self._makes_targets():
             self._make_view_targets()
         out = self(batch)
