@@ -1,6 +1,6 @@
 """Text-to-NeRF (supp. sec. 5.3) on the mini model: ``text-to-nerf``, ``text-to-nerf-heldout`` (other seeds),
 ``text-to-nerf-peers`` (what threestudio users have), ``text-to-nerf-long`` and ``text-to-nerf-peers-long`` (5x the
-steps)."""
+steps), ``text-to-nerf-peers-long-heldout`` (its runs on other seeds)."""
 from __future__ import annotations
 
 import csv
@@ -91,6 +91,8 @@ T2N_SWAP_METHODS = (
     Method("sds-magic3d", "sds (magic3d-coarse-sd.yaml)", "threestudio:magic3d-coarse-sd",
            (SWAP, "system.guidance.mode=sds", CFG)),
 )
+HELDOUT_NOTE = ("The runs of text-to-nerf-peers-long (seeds 0-2) on seeds from 3 on, which no default was chosen "
+                "on: the same prompts, methods, settings and steps; `--seeds` sets how many (runs go seed by seed).")
 SWAP_NOTE = ("One seed, so each row is 4 runs (one a prompt) and its `_se` columns are the spread over the 4 prompts "
              "(the text-to-nerf-peers page has its rows at 3 seeds). \"swap\": the one-line swap "
              "`system.guidance_type=dreamsampler-guidance` into threestudio's dreamfusion-sd.yaml; each \"swap + ...\" "
