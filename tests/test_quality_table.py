@@ -106,6 +106,19 @@ def test_method_ids_are_short_keys_unique_in_each_task():
     assert [m.id for m in quality.TASKS["text-to-nerf-long"].methods] == ["dreamsampler", "sds"]
 
 
+def test_the_held_out_long_peers_task_runs_the_long_peers_methods_on_other_seeds(tmp_path):
+    """text-to-nerf-peers-long-heldout: the methods, prompts and steps of text-to-nerf-peers-long, seeds from 3 on
+    (the long task runs 0-2), as many as --seeds says; its own run folders (no runs shared)."""
+    long, heldout = quality.TASKS["text-to-nerf-peers-long"], quality.TASKS["text-to-nerf-peers-long-heldout"]
+    assert heldout.methods == long.methods and not any(m.runs_of for m in heldout.methods)
+    s = quality.Settings(out=tmp_path, scenes=1, nfe=10, quick=False)
+    assert "3 seeds (seeds 0-2)" in long.about(s) and "3 seeds (seeds 3-5)" in heldout.about(s)
+    one = quality.Settings(out=tmp_path, scenes=1, nfe=10, quick=False, t2n_seeds=1)
+    text = heldout.about(one)
+    assert "x 1 seed (seed 3): 4 runs per method, 1000 steps each" in text and "no default was chosen" in text
+    assert all(p in text for p in quality.text_to_nerf.T2N_PEER_PROMPTS)
+
+
 def test_method_overrides_are_templates_filled_lazily():
     Method = quality.common.Method
     m = Method("x", "x (a label)", "dreamsampler-edit", ("system.prompt={prompt!r}", "system.regions=[{{rect: {rect}}}]", "a=1"))
