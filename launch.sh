@@ -114,9 +114,10 @@ cmd_test() {
   if root="$(threestudio_root)"; then export THREESTUDIO_ROOT="$root"; fi
   # one pytest-xdist worker a core, each at one thread (the host tests' runs are CPU-bound), unless the arguments
   # choose (-n N; -n 0 runs in this process, as --pdb needs)
-  local workers=(-n auto)
-  if printf '%s\n' "$@" | grep -qE '^(-n|--numprocesses)(=|[0-9a-z]*$)|no:xdist'; then workers=(); fi
-  [ ${#workers[@]} -eq 0 ] || export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+  local workers=()
+  if ! printf '%s\n' "$@" | grep -qE '^(-n|--numprocesses)(=|[0-9a-z]*$)|no:xdist'; then
+    workers=(-n auto); export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+  fi
   # no path given: pytest.ini's testpaths (tests/); a path given: only that
   cd "$REPO" && "$py" -m pytest "${workers[@]}" "$@"
 }

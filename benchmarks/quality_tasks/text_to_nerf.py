@@ -91,6 +91,9 @@ T2N_SWAP_METHODS = (
     Method("sds-magic3d", "sds (magic3d-coarse-sd.yaml)", "threestudio:magic3d-coarse-sd",
            (SWAP, "system.guidance.mode=sds", CFG)),
 )
+# text-to-nerf-peers-long and its held-out seeds: the peers' methods and prompts at 5x the steps
+PEERS_LONG = dict(steps=T2N_LONG_STEPS, val_every=100, methods=T2N_PEER_METHODS, prompts=T2N_PEER_PROMPTS,
+                  reference="sdi", log_evals=True)
 HELDOUT_NOTE = ("The runs of text-to-nerf-peers-long (seeds 0-2) on seeds from 3 on, which no default was chosen "
                 "on: the same prompts, methods, settings and steps; `--seeds` sets how many (runs go seed by seed).")
 SWAP_NOTE = ("One seed, so each row is 4 runs (one a prompt) and its `_se` columns are the spread over the 4 prompts "
