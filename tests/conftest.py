@@ -64,6 +64,15 @@ def tiny_sd(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_sd64(tmp_path_factory):
+    """The tiny SD-shaped pipeline at a native 64 px (8x8 latents): renders are encoded without a 512 resize, for
+    tests whose subject does not depend on the size (counts, resume, precision) and whose time does."""
+    from dreamsampler.testing.tiny_pipeline import build_tiny_pipeline
+
+    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd64"), sample_size=8)
+
+
+@pytest.fixture(scope="session")
 def tiny_sd_v(tmp_path_factory):
     """The tiny pipeline shaped like Stable Diffusion 2.x at 768: its UNet predicts v."""
     from dreamsampler.testing.tiny_pipeline import build_tiny_pipeline

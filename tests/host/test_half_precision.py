@@ -77,14 +77,6 @@ def weights(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def tiny_sd64(tmp_path_factory):
-    """The tiny SD-shaped pipeline at a native 64 px (8x8 latents): renders are encoded without a 512 resize."""
-    from dreamsampler.testing.tiny_pipeline import build_tiny_pipeline
-
-    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-sd64"), sample_size=8)
-
-
-@pytest.fixture(scope="module")
 def tiny_if16(tmp_path_factory):
     """The tiny IF-shaped pipeline at a native 16 px (its float16 UNet on a CPU is slow at 64)."""
     from dreamsampler.testing.tiny_if_pipeline import build_tiny_if_pipeline

@@ -69,23 +69,15 @@ def test_sdi_mode_is_threestudios_sdi_guidance(ts, tiny_sd, tmp_path_factory, pe
     assert torch.equal(rand_o, rand_t) and py_o == py_t  # the same random numbers drawn, in the same order
 
 
-@pytest.fixture(scope="module")
-def tiny_64(tmp_path_factory):
-    """The tiny pipeline at 64 px (8x8 latents): the counts do not depend on the size, the time does."""
-    from dreamsampler.testing.tiny_pipeline import build_tiny_pipeline
-
-    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-64"), sample_size=8)
-
-
-def test_every_mode_reports_the_unet_evaluations_it_made(ts, tiny_64, tmp_path_factory, tmp_path, monkeypatch):
+def test_every_mode_reports_the_unet_evaluations_it_made(ts, tiny_sd64, tmp_path_factory, tmp_path, monkeypatch):
     """``unet_evals`` is the number of images the UNet saw in the step (its forward calls x their batch),
     counted here at the UNet's own forward, for a batch of 2."""
     from dreamsampler.distill.lmc import CorrectiveUNet, save_corrective
 
     monkeypatch.chdir(tmp_path_factory.mktemp("counts"))
-    pu = make_prompt_utils(ts, tiny_64, tmp_path_factory, PROMPT)
-    pu_perp = perp_neg_prompt_utils(ts, tiny_64, tmp_path_factory)
-    pp = {"pretrained_model_name_or_path": tiny_64, "prompt": PROMPT, "spawn": False}
+    pu = make_prompt_utils(ts, tiny_sd64, tmp_path_factory, PROMPT)
+    pu_perp = perp_neg_prompt_utils(ts, tiny_sd64, tmp_path_factory)
+    pp = {"pretrained_model_name_or_path": tiny_sd64, "prompt": PROMPT, "spawn": False}
     ckpt = str(save_corrective(CorrectiveUNet(in_channels=4, base_channels=8, depth=2), tmp_path / "k.safetensors"))
     source = {"source_rgb": torch.rand(2, 64, 64, 3)}
     cases = [  # (label, config, prompt utils, extra batch keys, UNet evaluations per image)
@@ -103,7 +95,7 @@ def test_every_mode_reports_the_unet_evaluations_it_made(ts, tiny_64, tmp_path_f
     ]
     counts = {}
     for label, cfg, prompt_utils, extra, per_image in cases:
-        g = make_guidance(ts, tiny_64, **cfg)
+        g = make_guidance(ts, tiny_sd64, **cfg)
         seen = []
         forward = g.unet.forward
         monkeypatch.setattr(g.unet, "forward", lambda sample, *a, **k: seen.append(sample.shape[0]) or forward(sample, *a, **k))
