@@ -108,7 +108,7 @@ def test_method_ids_are_short_keys_unique_in_each_task():
 
 def test_the_held_out_long_peers_task_runs_the_long_peers_methods_on_other_seeds(tmp_path):
     """text-to-nerf-peers-long-heldout: the methods, prompts and steps of text-to-nerf-peers-long, seeds from 3 on
-    (the long task runs 0-2), as many as --seeds says, with the swap plus the README's background learning rate
+    (the long task runs 0-2), as many as --seeds says, with the swap plus the shipped config's background learning rate
     (text-to-nerf-swaps's row of that name) beside them; its own run folders (no runs shared)."""
     long, heldout = quality.TASKS["text-to-nerf-peers-long"], quality.TASKS["text-to-nerf-peers-long-heldout"]
     swaps = {m.id: m for m in quality.TASKS["text-to-nerf-swaps"].methods}
