@@ -162,6 +162,30 @@ def test_render_panels_and_object_saturation(tmp_path):
     assert quality.text_to_nerf.saturation(half) == pytest.approx(0.5, abs=0.1)  # the blended edge pixels count here
 
 
+def test_failure_modes_flag_a_wall_and_nothing_but_no_world_object():
+    """A frame-filling opacity is flooded, an empty one (or a dot) empty, a square of a quarter of the frame
+    neither; no held-out world object (its non-white pixels as the opacity) is either, largest and smallest
+    included, so the thresholds sit outside the world's objects."""
+    import torch
+
+    from dreamsampler.world import world_image
+
+    modes = quality.text_to_nerf.failure_modes
+    wall, nothing, square, dot = torch.ones(2, 3, 64, 64), torch.zeros(2, 3, 64, 64), torch.zeros(2, 3, 64, 64), torch.zeros(2, 3, 64, 64)
+    square[..., 16:48, 16:48] = 1
+    dot[0, :, 30:32, 30:32] = 1
+    assert modes(wall) == {"flooded": 1.0, "empty": 0.0}
+    assert modes(nothing) == modes(dot) == {"flooded": 0.0, "empty": 1.0}
+    assert modes(square) == {"flooded": 0.0, "empty": 0.0}
+    covers = []
+    for k in range(100):
+        img = world_image("eval", 900_000 + k, "object")[0]
+        mask = ((1 - img).amax(0) > 0.1).float().expand(1, 3, -1, -1)
+        covers.append(float(mask[:, 0].mean()))
+        assert modes(mask) == {"flooded": 0.0, "empty": 0.0}, k
+    assert quality.text_to_nerf.EMPTY_COVER < min(covers) and max(covers) < quality.text_to_nerf.FLOODED_COVER
+
+
 def test_text_to_nerf_methods_share_settings_and_train_k_psi_only_for_lmc(monkeypatch, tmp_path):
     """The guided row is the shipped config with Alg. 2's carry, the azimuth-quarter row that plus camera_bins=4,
     the bridge row the -bridge variant with the null source prompt; picking methods without LMC never trains

@@ -138,6 +138,19 @@ def saturation(views: torch.Tensor, opacity: torch.Tensor | None = None) -> floa
     return float(sat[mask].mean()) if mask.any() else float("nan")
 
 
+# a run's test views as a whole: the world's objects cover 2.6% to 57% of a 64-px frame (300 held-out images)
+FLOODED_COVER = 0.95  # opaque in at least this share of the pixels: density fills the frame (a white or pink wall)
+EMPTY_COVER = 0.005  # opaque in less: nothing left but a dot (a fifth of the world's smallest object)
+
+
+def failure_modes(opacity: torch.Tensor) -> Dict[str, float]:
+    """Whether a run's test views ([V, 3, H, W] opacity panels) are flooded or empty (1.0 / 0.0 each): the
+    share of pixels with opacity above 1/2 against :data:`FLOODED_COVER` and :data:`EMPTY_COVER`. Both read
+    no colour, so they say why a method's colour read is low."""
+    cover = float((opacity[:, 0] > 0.5).float().mean())
+    return {"flooded": float(cover >= FLOODED_COVER), "empty": float(cover < EMPTY_COVER)}
+
+
 @functools.lru_cache(maxsize=None)
 def world_saturation(colour: str, n: int = 40) -> float:
     """:func:`saturation` of held-out world objects of ``colour`` (the reference the renders are compared with)."""
@@ -188,6 +201,9 @@ def describe(methods, prompts, steps: int, seeds: int, first_seed: int, val_ever
            f"`{' '.join(T2N_SIZE)}`, the prompt and `seed`." + (" `seed_spread` needs two seeds or more (NaN here)."
                                                                   if seeds == 1 else "")]
     ref = next((m.label for m in methods if m.id == reference), None)
+    out.append(f"`flooded` / `empty`: share of runs whose test views are opaque in at least {FLOODED_COVER:.0%} / in "
+               f"under {EMPTY_COVER:.1%} of their pixels (the world's objects cover 2.6% to 57% of a frame): a wall of "
+               "density, or nothing left.")
     if ref:
         out.append(f"`colour_reach_evals`: UNet evaluations at which a method's validation colour read first reaches the "
                    f"final one of {ref}.")
@@ -244,10 +260,11 @@ def text_to_nerf(task: str, steps: int | None = None, seeds: int | None = None, 
             save = run(s, **r)
             grids = sorted((save / f"it{n_steps}-test").glob("*.png"), key=lambda q: int(q.stem))
             views = test_views[m.id, p, seed] = render_views(grids)
+            opacity = render_views(grids, 2)
             evals = logged_unet_evals(save)
             out.append(row(m, f"{p}-{seed}", prompt=prompt, unet_evals=evals[n_steps],
                            **read_object_views(s, views, prompt), saturation_vs_world=saturation(
-                               views, render_views(grids, 2)) / world_saturation(prompt.split()[1])))
+                               views, opacity) / world_saturation(prompt.split()[1]), **failure_modes(opacity)))
             curves[m.label].append([{"step": k, "unet_evals": evals[k], **read_object_views(s, render_views(
                 sorted(save.glob(f"it{k}-[0-9].png"))), prompt)} for k in range(every, n_steps + 1, every)])
             if seed == first_seed:
