@@ -79,6 +79,8 @@ TASKS: Dict[str, Callable] = {  # name -> task (a common.Task: its methods, and 
     "text-to-nerf-peers-long-heldout": text_to_nerf.text_to_nerf("text-to-nerf-peers-long-heldout", first_seed=3,
                                                                  note=text_to_nerf.HELDOUT_NOTE,
                                                                  **text_to_nerf.HELDOUT),
+    "text-to-nerf-schedules": text_to_nerf.text_to_nerf("text-to-nerf-schedules", first_seed=6,
+                                                        note=text_to_nerf.SCHEDULES_NOTE, **text_to_nerf.SCHEDULES),
     "text-to-nerf-swaps": text_to_nerf.text_to_nerf("text-to-nerf-swaps", seeds=1, methods=text_to_nerf.T2N_SWAP_METHODS,
                                                     prompts=text_to_nerf.SWAP_PROMPTS, reference="dreamsampler-swap",
                                                     note=text_to_nerf.SWAP_NOTE, log_evals=True),
