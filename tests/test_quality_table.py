@@ -124,15 +124,16 @@ def test_the_held_out_long_peers_task_runs_the_long_peers_methods_on_other_seeds
 
 
 def test_the_schedules_task_adds_only_the_sqrt_schedule_to_the_swap_on_unused_seeds(tmp_path):
-    """text-to-nerf-schedules: the swap, the swap with timestep_schedule=sqrt (its one added override) and SDS, as in
+    """text-to-nerf-schedules: the swap with timestep_schedule=linear and with sqrt (one override each) and SDS, as in
     text-to-nerf-peers-long (prompts, steps, settings), on seeds 6-7 (the other long tasks run 0-5); its own runs."""
     long, task = quality.TASKS["text-to-nerf-peers-long"], quality.TASKS["text-to-nerf-schedules"]
     peers = {m.id: m for m in long.methods}
-    assert [m.id for m in task.methods] == ["dreamsampler-swap", "swap-sqrt", "sds"]
-    swap, sqrt = peers["dreamsampler-swap"], task.methods[1]
-    assert task.methods[0] == swap and task.methods[2] == peers["sds"]
-    assert sqrt.config == swap.config and set(sqrt.overrides) - set(swap.overrides) == {
-        "system.guidance.timestep_schedule=sqrt"} and set(swap.overrides) <= set(sqrt.overrides)
+    assert [m.id for m in task.methods] == ["swap-linear", "swap-sqrt", "sds"]
+    swap, (linear, sqrt, sds) = peers["dreamsampler-swap"], task.methods
+    assert sds == peers["sds"] and linear.config == sqrt.config == swap.config
+    for m, schedule in ((linear, "linear"), (sqrt, "sqrt")):  # the one-line swap plus the schedule, named
+        assert set(m.overrides) - set(swap.overrides) == {f"system.guidance.timestep_schedule={schedule}"}
+        assert set(swap.overrides) <= set(m.overrides)
     text = task.about(quality.Settings(out=tmp_path, scenes=1, nfe=10, quick=False))
     assert "x 2 seeds (seeds 6-7): 8 runs per method, 1000 steps each" in text
     assert "final one of sds (dreamfusion-sd.yaml)" in text

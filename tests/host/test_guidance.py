@@ -192,7 +192,7 @@ def test_a_start_set_at_run_time_rebuilds_the_schedule_and_survives_the_checkpoi
 
     a, b = make_guidance(ts, tiny_sd), make_guidance(ts, tiny_sd)
     a.start_schedule_at(300)
-    assert a.sampler.timesteps.tolist() == decreasing_timesteps(10, 20, 300).tolist()
+    assert a.sampler.timesteps.tolist() == decreasing_timesteps(10, 20, 300, a.cfg.timestep_schedule).tolist()
     assert a.sampler.timesteps[0] == 300 and a.sampler.timesteps[-1] == 20
     x = latents()
     a.update_step(0, 0)
