@@ -108,11 +108,14 @@ def test_method_ids_are_short_keys_unique_in_each_task():
 
 def test_the_held_out_long_peers_task_runs_the_long_peers_methods_on_other_seeds(tmp_path):
     """text-to-nerf-peers-long-heldout: the methods, prompts and steps of text-to-nerf-peers-long, seeds from 3 on
-    (the long task runs 0-2), as many as --seeds says, with the swap plus the shipped config's background learning rate
-    (text-to-nerf-swaps's row of that name) beside them; its own run folders (no runs shared)."""
+    (the long task runs 0-2), as many as --seeds says, with two rows at the linear schedule beside them: the swap, and
+    the swap plus the shipped config's background learning rate (text-to-nerf-swaps's row); its own run folders."""
     long, heldout = quality.TASKS["text-to-nerf-peers-long"], quality.TASKS["text-to-nerf-peers-long-heldout"]
     swaps = {m.id: m for m in quality.TASKS["text-to-nerf-swaps"].methods}
-    assert heldout.methods == long.methods + (swaps["swap-background-lr"],)
+    linear, background = heldout.methods[len(long.methods):]
+    assert heldout.methods[: len(long.methods)] == long.methods and linear == quality.TASKS["text-to-nerf-schedules"].methods[0]
+    schedule = "system.guidance.timestep_schedule=linear"  # the default when these two rows ran
+    assert background.overrides == swaps["swap-background-lr"].overrides + (schedule,) and schedule in linear.overrides
     assert "system.optimizer.params.background.lr=0.01" in swaps["swap-background-lr"].overrides
     assert not any(m.runs_of for m in heldout.methods)
     s = quality.Settings(out=tmp_path, scenes=1, nfe=10, quick=False)

@@ -96,16 +96,18 @@ T2N_SWAP_METHODS = (
 # text-to-nerf-peers-long and its held-out seeds: the peers' methods and prompts at 5x the steps
 PEERS_LONG = dict(steps=T2N_LONG_STEPS, val_every=100, methods=T2N_PEER_METHODS, prompts=T2N_PEER_PROMPTS,
                   reference="sdi", log_evals=True)
-# ... on seeds from 3 on, with the swap plus that difference beside them
-HELDOUT = {**PEERS_LONG, "methods": T2N_PEER_METHODS + (SWAP_BACKGROUND_LR,)}
+# the swap as it ran before sqrt became the default
+SWAP_LINEAR = Method("swap-linear", "swap, linear schedule (the default before 2026-12-07)", "threestudio:dreamfusion-sd",
+                     (SWAP, CFG, "system.guidance.timestep_schedule=linear"))
+# ... on seeds from 3 on, with the swap as it ran before sqrt became the default and the background's rate beside them
+HELDOUT = {**PEERS_LONG, "methods": T2N_PEER_METHODS + (SWAP_LINEAR, replace(
+    SWAP_BACKGROUND_LR, label=f"{SWAP_BACKGROUND_LR.label}, linear schedule",
+    overrides=SWAP_BACKGROUND_LR.overrides + SWAP_LINEAR.overrides[-1:]))}
 # text-to-nerf-schedules: HiFA's sqrt annealing (t falls fastest at the start: 3.5% of the run above t = 0.8 T,
 # against the linear schedule's 19%) on the swap, against the swap and SDS, on seeds 6-7, which no run had used; the
 # rule for it: the schedule of the work whose pixel regularizer the paper adopts (supp. sec. 5.3), not a benchmark
 SWAP_SQRT = Method("swap-sqrt", "swap + sqrt schedule (HiFA's)", "threestudio:dreamfusion-sd",
                    (SWAP, CFG, "system.guidance.timestep_schedule=sqrt"))
-# the swap as it ran before sqrt became the default
-SWAP_LINEAR = Method("swap-linear", "swap, linear schedule (the default before 2026-12-07)", "threestudio:dreamfusion-sd",
-                     (SWAP, CFG, "system.guidance.timestep_schedule=linear"))
 SCHEDULES = {**PEERS_LONG, "methods": (SWAP_LINEAR, SWAP_SQRT, T2N_PEER_METHODS[2]), "reference": "sds",
              "log_evals": False, "seeds": 2}
 SCHEDULES_NOTE = ("Seeds 6-7, which no run had used: the swap with HiFA's sqrt annealing of the timestep (Zhu and "
@@ -114,9 +116,10 @@ SCHEDULES_NOTE = ("Seeds 6-7, which no run had used: the swap with HiFA's sqrt a
                   "by its rule, sqrt became the guidance's default after these runs (the one-line swap now has it).")
 HELDOUT_NOTE = ("The runs of text-to-nerf-peers-long (seeds 0-2) on seeds from 3 on, which no default was chosen "
                 "on: the same prompts, methods, settings and steps; `--seeds` sets how many (runs go seed by seed). "
-                "One row more: the swap with the background's learning rate raised to the shipped config's, the "
-                "difference that mattered in text-to-nerf-swaps (200 steps, seed 0), checked here where it was not "
-                "chosen; SDS and SDI keep their configs' rate.")
+                "Two rows more, with the linear schedule (the guidance's default until 2026-12-07; the one-line swap "
+                "now has sqrt): the swap, and the swap with the background's learning rate raised to the shipped "
+                "config's, the difference that mattered in text-to-nerf-swaps (200 steps, seed 0), checked here where "
+                "it was not chosen; SDS and SDI keep their configs' rate.")
 SWAP_NOTE = ("One seed, so each row is 4 runs (one a prompt) and its `_se` columns are the spread over the 4 prompts "
              "(the text-to-nerf-peers page has its rows at 3 seeds). \"swap\": the one-line swap "
              "`system.guidance_type=dreamsampler-guidance` into threestudio's dreamfusion-sd.yaml; each \"swap + ...\" "
