@@ -32,6 +32,8 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 RUN = ["-m", "dreamsampler_launcher.run_threestudio"]
 PROBE = Path(__file__).with_name("log_probe.py")
+# the guidance's default (sqrt, HiFA's) schedule over a 3-step run, by its formula t_k = 20 + 960 (1 - sqrt(k / 2))
+DEFAULT_SCHEDULE_3_STEPS = [980.0, float(int(20 + 960 * (1 - math.sqrt(0.5)))), 20.0]
 
 
 class RunFailed(AssertionError):
