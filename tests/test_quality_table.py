@@ -189,7 +189,8 @@ def test_failure_modes_flag_a_wall_and_nothing_but_no_world_object():
 
     from dreamsampler.world import world_image
 
-    modes = quality.text_to_nerf.failure_modes
+    t2n = quality.text_to_nerf
+    modes = lambda opacity: t2n.failure_modes(t2n.object_mask(None, opacity))
     wall, nothing, square, dot = torch.ones(2, 3, 64, 64), torch.zeros(2, 3, 64, 64), torch.zeros(2, 3, 64, 64), torch.zeros(2, 3, 64, 64)
     square[..., 16:48, 16:48] = 1
     dot[0, :, 30:32, 30:32] = 1
@@ -198,11 +199,11 @@ def test_failure_modes_flag_a_wall_and_nothing_but_no_world_object():
     assert modes(square) == {"flooded": 0.0, "empty": 0.0}
     covers = []
     for k in range(100):
-        img = world_image("eval", 900_000 + k, "object")[0]
-        mask = ((1 - img).amax(0) > 0.1).float().expand(1, 3, -1, -1)
-        covers.append(float(mask[:, 0].mean()))
-        assert modes(mask) == {"flooded": 0.0, "empty": 0.0}, k
-    assert quality.text_to_nerf.EMPTY_COVER < min(covers) and max(covers) < quality.text_to_nerf.FLOODED_COVER
+        mask = t2n.object_mask(world_image("eval", 900_000 + k, "object")[0][None])  # as saturation reads the world
+        covers.append(float(mask.float().mean()))
+        assert t2n.failure_modes(mask) == {"flooded": 0.0, "empty": 0.0}, k
+    assert t2n.WORLD_COVER[0] <= min(covers) and max(covers) <= t2n.WORLD_COVER[1]  # the range the pages state
+    assert t2n.EMPTY_COVER < min(covers) and max(covers) < t2n.FLOODED_COVER
 
 
 def test_text_to_nerf_methods_share_settings_and_train_k_psi_only_for_lmc(monkeypatch, tmp_path):

@@ -96,13 +96,14 @@ T2N_SWAP_METHODS = (
 # text-to-nerf-peers-long and its held-out seeds: the peers' methods and prompts at 5x the steps
 PEERS_LONG = dict(steps=T2N_LONG_STEPS, val_every=100, methods=T2N_PEER_METHODS, prompts=T2N_PEER_PROMPTS,
                   reference="sdi", log_evals=True)
+LINEAR = "system.guidance.timestep_schedule=linear"
 # the swap as it ran before sqrt became the default
 SWAP_LINEAR = Method("swap-linear", "swap, linear schedule (the default before 2026-12-07)", "threestudio:dreamfusion-sd",
-                     (SWAP, CFG, "system.guidance.timestep_schedule=linear"))
+                     (SWAP, CFG, LINEAR))
 # ... on seeds from 3 on, with the swap as it ran before sqrt became the default and the background's rate beside them
 HELDOUT = {**PEERS_LONG, "methods": T2N_PEER_METHODS + (SWAP_LINEAR, replace(
     SWAP_BACKGROUND_LR, label=f"{SWAP_BACKGROUND_LR.label}, linear schedule",
-    overrides=SWAP_BACKGROUND_LR.overrides + SWAP_LINEAR.overrides[-1:]))}
+    overrides=SWAP_BACKGROUND_LR.overrides + (LINEAR,)))}
 # text-to-nerf-schedules: HiFA's sqrt annealing (t falls fastest at the start: 3.5% of the run above t = 0.8 T,
 # against the linear schedule's 19%) on the swap, against the swap and SDS, on seeds 6-7, which no run had used; the
 # rule for it: the schedule of the work whose pixel regularizer the paper adopts (supp. sec. 5.3), not a benchmark
@@ -146,25 +147,31 @@ def read_object_views(s: Settings, views: torch.Tensor, caption: str) -> Dict[st
             "shape_ok": float(np.mean([r["shapes"][0] == shape for r in reads]))}
 
 
+def object_mask(views: torch.Tensor, opacity: torch.Tensor | None = None) -> torch.Tensor:
+    """[V, H, W] pixels of the object: opacity above 1/2 for renders, non-white pixels for the world's images
+    (on white)."""
+    return opacity[:, 0] > 0.5 if opacity is not None else (1 - views).amax(1) > 0.1
+
+
 def saturation(views: torch.Tensor, opacity: torch.Tensor | None = None) -> float:
-    """Mean HSV saturation of the object's pixels: opacity above 1/2 for renders, non-white pixels for
-    the world's images (on white)."""
+    """Mean HSV saturation of the object's pixels (:func:`object_mask`)."""
     mx, mn = views.amax(1), views.amin(1)
     sat = (mx - mn) / mx.clamp_min(1e-6)
-    mask = opacity[:, 0] > 0.5 if opacity is not None else (1 - views).amax(1) > 0.1
+    mask = object_mask(views, opacity)
     return float(sat[mask].mean()) if mask.any() else float("nan")
 
 
-# a run's test views as a whole: the world's objects cover 2.6% to 57% of a 64-px frame (300 held-out images)
+# a run's test views as a whole; the world's objects cover this share of a 64-px frame (300 held-out images)
+WORLD_COVER = (0.0258, 0.568)
 FLOODED_COVER = 0.95  # opaque in at least this share of the pixels: density fills the frame (a white or pink wall)
 EMPTY_COVER = 0.005  # opaque in less: nothing left but a dot (a fifth of the world's smallest object)
 
 
-def failure_modes(opacity: torch.Tensor) -> Dict[str, float]:
-    """Whether a run's test views ([V, 3, H, W] opacity panels) are flooded or empty (1.0 / 0.0 each): the
-    share of pixels with opacity above 1/2 against :data:`FLOODED_COVER` and :data:`EMPTY_COVER`. Both read
-    no colour, so they say why a method's colour read is low."""
-    cover = float((opacity[:, 0] > 0.5).float().mean())
+def failure_modes(mask: torch.Tensor) -> Dict[str, float]:
+    """Whether a run's test views (their :func:`object_mask`, [V, H, W]) are flooded or empty (1.0 / 0.0 each):
+    the share of object pixels against :data:`FLOODED_COVER` and :data:`EMPTY_COVER`. Both read no colour, so
+    they say why a method's colour read is low."""
+    cover = float(mask.float().mean())
     return {"flooded": float(cover >= FLOODED_COVER), "empty": float(cover < EMPTY_COVER)}
 
 
@@ -219,7 +226,8 @@ def describe(methods, prompts, steps: int, seeds: int, first_seed: int, val_ever
                                                                   if seeds == 1 else "")]
     ref = next((m.label for m in methods if m.id == reference), None)
     out.append(f"`flooded` / `empty`: share of runs whose test views are opaque in at least {FLOODED_COVER:.0%} / in "
-               f"under {EMPTY_COVER:.1%} of their pixels (the world's objects cover 2.6% to 57% of a frame): a wall of "
+               f"under {EMPTY_COVER:.1%} of their pixels (the world's objects cover {WORLD_COVER[0]:.1%} to "
+               f"{WORLD_COVER[1]:.0%} of a frame): a wall of "
                "density, or nothing left.")
     if ref:
         out.append(f"`colour_reach_evals`: UNet evaluations at which a method's validation colour read first reaches the "
@@ -281,7 +289,7 @@ def text_to_nerf(task: str, steps: int | None = None, seeds: int | None = None, 
             evals = logged_unet_evals(save)
             out.append(row(m, f"{p}-{seed}", prompt=prompt, unet_evals=evals[n_steps],
                            **read_object_views(s, views, prompt), saturation_vs_world=saturation(
-                               views, opacity) / world_saturation(prompt.split()[1]), **failure_modes(opacity)))
+                               views, opacity) / world_saturation(prompt.split()[1]), **failure_modes(object_mask(views, opacity))))
             curves[m.label].append([{"step": k, "unet_evals": evals[k], **read_object_views(s, render_views(
                 sorted(save.glob(f"it{k}-[0-9].png"))), prompt)} for k in range(every, n_steps + 1, every)])
             if seed == first_seed:
