@@ -73,8 +73,7 @@ class DreamSamplerGuidance(BaseObject):
         # DreamSampler
         mode: str = "dreamsampler"  # dreamsampler | sds | bridge | dds | lmc | sdi (see dreamsampler.distill.modes)
         # linear | sqrt | cosine. The default's rule: HiFA's sqrt annealing, the schedule of the work whose pixel
-        # regularizer the paper adopts (supp. sec. 5.3); it leaves high t soonest (3.5% of the run above t = 0.8 T,
-        # linear: 19%), where the swap's renders flooded (docs/history.md, tenth and eleventh rounds)
+        # regularizer the paper adopts (supp. sec. 5.3); it leaves high t soonest (3.5% of the run above t = 0.8 T)
         timestep_schedule: str = "sqrt"
         steps_per_timestep: int = 1
         eta: float = 0.0
