@@ -1,6 +1,7 @@
 """Text-to-NeRF (supp. sec. 5.3) on the mini model: ``text-to-nerf``, ``text-to-nerf-heldout`` (other seeds),
 ``text-to-nerf-peers`` (what threestudio users have), ``text-to-nerf-long`` and ``text-to-nerf-peers-long`` (5x the
-steps), ``text-to-nerf-peers-long-heldout`` (its runs on other seeds)."""
+steps), ``text-to-nerf-peers-long-heldout`` (its runs on other seeds), ``text-to-nerf-schedules`` (the timestep schedule),
+``text-to-nerf-swaps`` and ``text-to-nerf-swaps-heldout`` (the one-line swap into threestudio's configs)."""
 from __future__ import annotations
 
 import csv
@@ -121,6 +122,22 @@ HELDOUT_NOTE = ("The runs of text-to-nerf-peers-long (seeds 0-2) on seeds from 3
                 "now has sqrt): the swap, and the swap with the background's learning rate raised to the shipped "
                 "config's, the difference that mattered in text-to-nerf-swaps (200 steps, seed 0), checked here where "
                 "it was not chosen; SDS and SDI keep their configs' rate.")
+# text-to-nerf-swaps-heldout: the one-line swap with the guidance's defaults against each threestudio config's own
+# guidance, in dreamfusion-sd.yaml, sdi.yaml and magic3d-coarse-sd.yaml (text-to-nerf-swaps's rows), at the held-out
+# task's steps, settings and seeds; the rows that task has (swap and SDS in dreamfusion-sd.yaml, SDI in sdi.yaml) are
+# its runs, so only the sdi.yaml swap and the magic3d-coarse-sd.yaml rows run here
+HELDOUT_TASK = "text-to-nerf-peers-long-heldout"
+_held = {m.id: replace(m, runs_of=HELDOUT_TASK) for m in T2N_PEER_METHODS}
+_swaps = {m.id: m for m in T2N_SWAP_METHODS}
+SWAPS_HELDOUT = {**PEERS_LONG, "methods": (
+    _held["dreamsampler-swap"], _held["sds"], _swaps["dreamsampler-swap-sdi"], _held["sdi"],
+    _swaps["dreamsampler-swap-magic3d"], _swaps["sds-magic3d"])}
+SWAPS_HELDOUT_NOTE = ("The one-line swap `system.guidance_type=dreamsampler-guidance` with the guidance's defaults "
+                      "(`timestep_schedule: sqrt` since 2026-12-07) against each config's own guidance, in "
+                      "threestudio's dreamfusion-sd.yaml, sdi.yaml and magic3d-coarse-sd.yaml, on the held-out task's "
+                      "seeds; no setting was chosen in sdi.yaml or magic3d-coarse-sd.yaml. The dreamfusion-sd.yaml rows "
+                      "and SDI are the runs of text-to-nerf-peers-long-heldout. The sds and sdi rows are threestudio's "
+                      "guidances, as this guidance's mode=sds / mode=sdi, in their configs.")
 SWAP_NOTE = ("One seed, so each row is 4 runs (one a prompt) and its `_se` columns are the spread over the 4 prompts "
              "(the text-to-nerf-peers page has its rows at 3 seeds). \"swap\": the one-line swap "
              "`system.guidance_type=dreamsampler-guidance` into threestudio's dreamfusion-sd.yaml; each \"swap + ...\" "
