@@ -76,7 +76,15 @@ def test_every_task_s_run_folders_are_those_of_the_cached_runs():
     peers = {m.id: m for m in quality.TASKS["text-to-nerf-peers"].methods}
     assert all((m.config, m.overrides, m.run_folder) == (peers[m.id].config, peers[m.id].overrides, peers[m.id].run_folder)
                for m in shared)
-    assert not any(m.runs_of for name, task in quality.TASKS.items() if name != "text-to-nerf-swaps" for m in task.methods)
+    # text-to-nerf-swaps-heldout reads the held-out task's runs of the rows that task has, likewise
+    heldout = {m.id: m for m in quality.TASKS["text-to-nerf-peers-long-heldout"].methods}
+    shared = [m for m in quality.TASKS["text-to-nerf-swaps-heldout"].methods if m.runs_of]
+    assert {m.runs_of for m in shared} == {"text-to-nerf-peers-long-heldout"} and {m.id for m in shared} == {
+        "dreamsampler-swap", "sds", "sdi"}
+    assert all((m.config, m.overrides, m.run_folder) == (heldout[m.id].config, heldout[m.id].overrides,
+                                                         heldout[m.id].run_folder) for m in shared)
+    assert not any(m.runs_of for name, task in quality.TASKS.items()
+                   if name not in ("text-to-nerf-swaps", "text-to-nerf-swaps-heldout") for m in task.methods)
     assert folders("restore-blur") == folders("restore-x4") == {"dreamsampler", "dps-only", "init-noise"}
     assert folders("edit") == {"dreamsampler", "localized"}
     assert folders("text-to-image") == {"ddim", "sds-latent", "lmc-latent", "sds-latent-lmc-cfg", "bridge-latent"}
@@ -140,6 +148,25 @@ def test_the_schedules_task_adds_only_the_sqrt_schedule_to_the_swap_on_unused_se
     text = task.about(quality.Settings(out=tmp_path, scenes=1, nfe=10, quick=False))
     assert "x 2 seeds (seeds 6-7): 8 runs per method, 1000 steps each" in text
     assert "final one of sds (dreamfusion-sd.yaml)" in text
+
+
+def test_the_held_out_swaps_task_runs_the_swap_rows_of_the_other_configs_on_the_held_out_seeds(tmp_path):
+    """text-to-nerf-swaps-heldout: text-to-nerf-swaps's rows for the swap and each config's own guidance in
+    dreamfusion-sd.yaml, sdi.yaml and magic3d-coarse-sd.yaml (none of the "swap + ..." rows), at the held-out task's
+    steps, prompts and seeds (3-5); only the swap in sdi.yaml and the magic3d-coarse-sd.yaml rows are its own runs."""
+    swaps = {m.id: m for m in quality.TASKS["text-to-nerf-swaps"].methods}
+    heldout, task = quality.TASKS["text-to-nerf-peers-long-heldout"], quality.TASKS["text-to-nerf-swaps-heldout"]
+    ids = ["dreamsampler-swap", "sds", "dreamsampler-swap-sdi", "sdi", "dreamsampler-swap-magic3d", "sds-magic3d"]
+    assert [m.id for m in task.methods] == ids
+    for m in task.methods:  # the swaps task's rows as they are, but where the runs are read from
+        assert (m.config, m.overrides, m.label) == (swaps[m.id].config, swaps[m.id].overrides, swaps[m.id].label)
+    own = [m.id for m in task.methods if not m.runs_of]
+    assert own == ["dreamsampler-swap-sdi", "dreamsampler-swap-magic3d", "sds-magic3d"]
+    assert all("timestep_schedule" not in o for m in task.methods for o in m.overrides)  # the guidance's defaults
+    s = quality.Settings(out=tmp_path, scenes=1, nfe=10, quick=False)
+    text, held = task.about(s), heldout.about(s)
+    assert "x 3 seeds (seeds 3-5): 12 runs per method, 1000 steps each" in text and text.split("\n")[0] == held.split("\n")[0]
+    assert "final one of sdi (sdi.yaml)" in text and text.count("(the runs of `text-to-nerf-peers-long-heldout`)") == 3
 
 
 def test_method_overrides_are_templates_filled_lazily():
